@@ -1,0 +1,29 @@
+"""Relate provenance to correctness: metrics, figures and the class-share table under reports/.
+
+    python stages/correlate.py --classified data/classified.parquet --graded data/graded.parquet \
+        --scores data/scores --reports reports
+"""
+
+from pathlib import Path
+
+import click
+
+from rdpt.cli import params_option, stage
+from rdpt.params import load_params
+from rdpt.pipeline import ROLES, correlate
+
+
+@click.command()
+@params_option
+@click.option("--classified", required=True, help="Classified sentences (parquet).")
+@click.option("--graded", required=True, help="Graded responses (parquet).")
+@click.option("--scores", required=True, help="Folder holding <model>/cost.json for each model.")
+@click.option("--reports", required=True, help="Output folder (metrics.json, figures/, tables/, plots/).")
+@stage
+def main(params_path, classified, graded, scores, reports):
+    cost_dirs = {role: str(Path(scores) / role) for role in ROLES}
+    correlate(load_params(params_path), classified, graded, cost_dirs, reports)
+
+
+if __name__ == "__main__":
+    main()

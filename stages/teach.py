@@ -1,0 +1,23 @@
+"""The teacher samples responses to the train questions (params `data.train`, `teach`).
+
+    python stages/teach.py --teacher toy/models/teacher --out data/teach.jsonl
+"""
+
+import click
+
+from rdpt.cli import params_option, stage
+from rdpt.params import load_params
+from rdpt.pipeline import teach
+
+
+@click.command()
+@params_option
+@click.option("--teacher", required=True, help="Teacher model: hub id or local folder.")
+@click.option("--out", required=True, help="JSONL of generations (the distillation data).")
+@stage
+def main(params_path, teacher, out):
+    teach(load_params(params_path), teacher, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+import os
+
+# Tests never reach a hub; fail fast instead of hanging on a lookup.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+def make_tiny_lm(folder, corpus, *, vocab_size=300, chat_template=None, bos=True, arch="llama",
+                 max_positions=512, seed=0):
+    """A random-weight causal LM with its own byte-level BPE tokenizer, saved like a hub checkpoint."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    specials = ["<pad>", "<eos>"] + (["<bos>"] if bos else [])
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   bos_token="<bos>" if bos else None)
+    if chat_template is not None:
+        fast.chat_template = chat_template
+    torch.manual_seed(seed)
+    common = dict(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions,
+                  pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common, bos_token_id=fast.bos_token_id))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_factory(tmp_path_factory):
+    def factory(name, corpus, **kwargs):
+        return make_tiny_lm(tmp_path_factory.mktemp(name), corpus, **kwargs)
+
+    return factory

@@ -1,0 +1,264 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from rdpt import RdptError
+from rdpt.classify import CLASSES
+from rdpt.correlate import (
+    area_between,
+    class_shares,
+    metrics,
+    position_curves,
+    response_shares,
+    share_tests,
+    shares_table_markdown,
+)
+
+
+def _responses():
+    # two benchmarks; "b" has a response without sentences (blank output)
+    return pd.DataFrame(
+        {
+            "response_id": ["a0", "a1", "a2", "a3", "b0", "b1", "b2"],
+            "benchmark": ["aime"] * 4 + ["gpqa"] * 3,
+            "correct": [True, True, False, False, True, False, False],
+            "n_sentences": [3, 2, 2, 1, 1, 1, 0],
+        }
+    )
+
+
+def _sentences():
+    rows = [
+        ("a0", 0, "Teacher"),
+        ("a0", 1, "Shared"),
+        ("a0", 2, "Boosted"),
+        ("a1", 0, "Teacher"),
+        ("a1", 1, "Unscored"),
+        ("a2", 0, "Boosted"),
+        ("a2", 1, "Teacher"),
+        ("a3", 0, "Student"),
+        ("b0", 0, "Teacher"),
+        ("b1", 0, "Boosted"),
+    ]
+    df = pd.DataFrame(rows, columns=["response_id", "sentence_idx", "cls"])
+    df["benchmark"] = df["response_id"].str[0].map({"a": "aime", "b": "gpqa"})
+    return df
+
+
+def test_class_shares_exact():
+    shares = class_shares(_sentences(), _responses()).set_index(["benchmark", "subset"])
+    aime_all = shares.loc[("aime", "all")]
+    assert (aime_all["n_responses"], aime_all["n_sentences"], aime_all["n_unscored"]) == (4, 7, 1)
+    assert [aime_all[c] for c in CLASSES] == pytest.approx([1 / 7, 3 / 7, 1 / 7, 2 / 7])
+    assert aime_all["teacher_plus_boosted"] == pytest.approx(5 / 7)
+    correct = shares.loc[("aime", "correct")]
+    assert (correct["n_sentences"], correct["n_unscored"]) == (4, 1)
+    assert [correct[c] for c in CLASSES] == pytest.approx([0.25, 0.5, 0.0, 0.25])
+    incorrect = shares.loc[("aime", "incorrect")]
+    assert [incorrect[c] for c in CLASSES] == pytest.approx([0, 1 / 3, 1 / 3, 1 / 3])
+    gpqa = shares.loc[("gpqa", "incorrect")]
+    assert (gpqa["n_responses"], gpqa["n_sentences"], gpqa["Boosted"]) == (2, 1, 1.0)
+    assert list(shares.index.get_level_values("subset")[:3]) == ["all", "correct", "incorrect"]
+
+
+def test_class_shares_empty_subset_is_nan():
+    responses = _responses()
+    responses["correct"] = True
+    shares = class_shares(_sentences(), responses).set_index(["benchmark", "subset"])
+    row = shares.loc[("aime", "incorrect")]
+    assert row["n_responses"] == 0 and row["n_sentences"] == 0
+    assert math.isnan(row["Teacher"]) and math.isnan(row["teacher_plus_boosted"])
+
+
+def test_position_curves_exact():
+    curves = position_curves(_sentences(), _responses(), min_responses=1)
+    aime = curves[curves["benchmark"] == "aime"].set_index(["correct", "sentence_idx", "cls"])
+    # k=0: correct a0 Teacher, a1 Teacher; incorrect a2 Boosted, a3 Student
+    assert aime.loc[(True, 0, "Teacher"), "frequency"] == 1.0
+    assert aime.loc[(False, 0, "Student"), "frequency"] == 0.5
+    assert aime.loc[(False, 0, "Boosted"), "frequency"] == 0.5
+    assert aime.loc[(False, 0, "Teacher"), "frequency"] == 0.0
+    # k=1: a1's sentence is Unscored, so only a0 counts among correct responses
+    assert aime.loc[(True, 1, "Shared"), ["frequency", "n_responses"]].tolist() == [1.0, 1]
+    assert aime.loc[(False, 1, "Teacher"), ["frequency", "n_responses"]].tolist() == [1.0, 1]
+    # k=2 exists only in a correct response: dropped
+    assert set(aime.index.get_level_values("sentence_idx")) == {0, 1}
+    # frequencies at a (group, k) sum to one
+    assert aime.groupby(level=["correct", "sentence_idx"])["frequency"].sum().tolist() == [1.0] * 4
+    assert len(curves) == 2 * 4 * 2 + 1 * 4 * 2  # aime: 2 indices; gpqa: 1 index; 4 classes, 2 groups
+    assert list(curves.columns) == ["benchmark", "correct", "sentence_idx", "cls", "frequency", "n_responses"]
+
+
+def test_position_curves_min_responses():
+    curves = position_curves(_sentences(), _responses(), min_responses=2)
+    assert set(zip(curves["benchmark"], curves["sentence_idx"])) == {("aime", 0)}
+    assert position_curves(_sentences(), _responses(), min_responses=3).empty
+
+
+def test_area_between_exact():
+    area = area_between(position_curves(_sentences(), _responses(), 1))
+    aime = area[area["benchmark"] == "aime"].set_index("cls")
+    assert list(aime.index) == list(CLASSES)
+    # Shared: k0 0-0, k1 1-0; Teacher: k0 1-0, k1 0-1; Student: k0 0-0.5; Boosted: k0 0-0.5
+    assert aime["signed"].tolist() == [1.0, 0.0, -0.5, -0.5]
+    assert aime["abs"].tolist() == [1.0, 2.0, 0.5, 0.5]
+    assert aime["n_indices"].tolist() == [2, 2, 2, 2]
+    gpqa = area[area["benchmark"] == "gpqa"].set_index("cls")
+    assert gpqa.loc["Teacher", "signed"] == 1.0 and gpqa.loc["Boosted", "signed"] == -1.0
+
+
+def test_area_between_without_usable_index():
+    assert area_between(position_curves(_sentences(), _responses(), 10)).empty
+
+
+def test_response_shares():
+    shares = response_shares(_sentences(), _responses()).set_index("response_id")
+    assert shares.loc["a0", list(CLASSES)].tolist() == pytest.approx([1 / 3, 1 / 3, 0, 1 / 3])
+    assert shares.loc["a1", "Teacher"] == 1.0  # its Unscored sentence is not in the denominator
+    assert "b2" not in shares.index  # no sentence, no share
+
+
+def test_share_tests_mann_whitney():
+    responses = pd.DataFrame(
+        {"response_id": range(6), "benchmark": "x", "correct": [True] * 3 + [False] * 3, "n_sentences": 10}
+    )
+    # Teacher sentences: 5, 6, 7 of 10 in correct responses, 1, 2, 3 in incorrect ones; the rest Shared
+    rows = [(r, k, "Teacher" if k < n else "Shared") for r, n in enumerate([5, 6, 7, 1, 2, 3]) for k in range(10)]
+    sentences = pd.DataFrame(rows, columns=["response_id", "sentence_idx", "cls"]).assign(benchmark="x")
+    tests = share_tests(sentences, responses).set_index("cls")
+    teacher = tests.loc["Teacher"]
+    assert (teacher["n_correct"], teacher["n_incorrect"]) == (3, 3)
+    assert teacher["mean_share_correct"] == pytest.approx(0.6)
+    assert teacher["diff"] == pytest.approx(0.4)
+    assert teacher["u_statistic"] == 9.0
+    assert teacher["p_value"] == pytest.approx(0.1)  # exact: 2 of the 20 splits are this extreme
+    assert tests.loc["Student", "p_value"] == 1.0  # all zero: nothing to detect
+
+
+def test_metrics_keys_and_rounding():
+    sentences, responses = _sentences(), _responses()
+    out = metrics(
+        sentences,
+        responses,
+        class_shares(sentences, responses),
+        area_between(position_curves(sentences, responses, 2)),
+    )
+    json.dumps(out, allow_nan=False)  # JSON-ready: no NaN
+    assert list(out) == ["aime", "gpqa"]
+    aime = out["aime"]
+    assert set(aime) == {
+        "n_responses",
+        "n_correct",
+        "n_incorrect",
+        "accuracy",
+        "n_sentences",
+        "n_unscored",
+        "share",
+        "teacher_plus_boosted",
+        "area",
+        "share_test",
+    }
+    assert (aime["n_responses"], aime["n_sentences"], aime["accuracy"]) == (4, 7, 0.5)
+    assert aime["share"]["all"] == {"Shared": 0.1429, "Teacher": 0.4286, "Student": 0.1429, "Boosted": 0.2857}
+    assert aime["teacher_plus_boosted"] == 0.7143
+    assert aime["area"]["Teacher"] == {"signed": 1.0, "abs": 1.0, "n_indices": 1}
+    # gpqa has no index with 2 responses per group: same keys, null values
+    assert out["gpqa"]["area"]["Teacher"] == {"signed": None, "abs": None, "n_indices": 0}
+    assert out["gpqa"]["share"]["correct"]["Teacher"] == 1.0
+    # share tests: aime Student shares are 0, 0 (correct) vs 0, 1 (incorrect)
+    assert aime["share_test"]["Student"]["mean_incorrect"] == 0.5
+    assert aime["share_test"]["Student"]["mean_correct"] == 0.0
+    assert set(aime["share_test"]["Teacher"]) == {"mean_correct", "mean_incorrect", "p_value"}
+
+
+def test_shares_table_markdown():
+    table = shares_table_markdown(class_shares(_sentences(), _responses()))
+    lines = table.splitlines()
+    assert (
+        lines[0]
+        == "| benchmark | subset | responses | sentences | Shared | Teacher | Student | Boosted | Teacher+Boosted |"
+    )
+    assert lines[2] == "| aime | all | 4 | 7 | 0.143 | 0.429 | 0.143 | 0.286 | 0.714 |"
+    assert len(lines) == 2 + 6
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda s, r: (s.assign(response_id=s["response_id"].replace("a3", "zz")), r),
+            "response_id 'zz' is not in responses",
+        ),
+        (lambda s, r: (s.assign(cls="Other"), r), r"unknown class\(es\) \['Other'\]"),
+        (lambda s, r: (s.drop(columns="cls"), r), "sentences table lacks column"),
+        (lambda s, r: (s, r.assign(correct=1.5)), "only True/False"),
+        (lambda s, r: (s.assign(benchmark="gpqa"), r), "disagree on the benchmark"),
+        (lambda s, r: (pd.concat([s, s.iloc[:1]]), r), "appears more than once"),
+    ],
+)
+def test_bad_inputs_are_user_errors(mutate, message):
+    sentences, responses = mutate(_sentences(), _responses())
+    with pytest.raises(RdptError, match=message):
+        class_shares(sentences, responses)
+
+
+# Figures of rdpt.report (they draw what this module computes).
+def _png_bytes(draw, path):
+    draw(path)
+    first = path.read_bytes()
+    path.unlink()
+    draw(path)
+    return first, path.read_bytes()
+
+
+def test_action_split_figure_is_reproducible(tmp_path):
+    from rdpt.report import plot_action_split
+
+    one = pd.DataFrame(
+        {
+            "sentence_idx": [0, 1, 2, 3],
+            "cls": ["Teacher", "Shared", "Unscored", "Boosted"],
+            "p_teacher": [0.9, 0.5, float("nan"), 0.3],
+            "p_student": [0.2, 0.5, float("nan"), 0.3],
+            "p_distilled": [0.8, 0.5, float("nan"), 0.7],
+        }
+    )
+    first, second = _png_bytes(lambda p: plot_action_split(one, p, "example"), tmp_path / "sub" / "split.png")
+    assert first.startswith(b"\x89PNG") and len(first) > 5000
+    assert first == second
+    assert b"matplotlib" not in first  # no Software tag naming the version
+
+
+def test_position_curves_figure_is_reproducible(tmp_path):
+    from rdpt.report import plot_position_curves
+
+    curves = position_curves(_sentences(), _responses(), 1)
+    area = area_between(curves)
+    first, second = _png_bytes(lambda p: plot_position_curves(curves, area, p, "aime"), tmp_path / "curves.png")
+    assert first.startswith(b"\x89PNG") and len(first) > 5000
+    assert first == second
+
+
+def test_pick_example():
+    from rdpt.report import pick_example
+
+    # a0 (3 classes) beats a1 (1 class); a2 has more classes but is incorrect
+    assert pick_example(_sentences(), _responses()) == "a0"
+    responses = _responses()
+    responses["correct"] = False
+    assert pick_example(_sentences(), responses) == "a0"  # no correct response: incorrect ones are used
+    # ties on classes: length closest to the median, then smallest id
+    sentences = pd.DataFrame(
+        {
+            "response_id": ["x", "y", "y", "z", "z", "z"],
+            "benchmark": "aime",
+            "sentence_idx": [0, 0, 1, 0, 1, 2],
+            "cls": ["Teacher"] * 6,
+        }
+    )
+    responses = pd.DataFrame({"response_id": ["x", "y", "z"], "correct": True})
+    assert pick_example(sentences, responses) == "y"
+    with pytest.raises(RdptError, match="no response has a scored sentence"):
+        pick_example(sentences.assign(cls="Unscored"), responses)
