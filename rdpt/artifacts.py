@@ -74,7 +74,7 @@ def read_table(path: str | Path, schema: str) -> pd.DataFrame:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            df = pd.read_json(path, lines=True, dtype=False, convert_dates=False)
+            df = pd.read_json(path, lines=True, dtype=False)
     except ValueError as err:
         raise RdptError(f"{path}: unreadable ({str(err).splitlines()[0]})") from None
     if df.empty and len(df.columns) == 0:

@@ -75,14 +75,35 @@ def _check_exists(ref: ModelRef) -> None:
         raise RdptError(f"model {ref.path!r}: path does not exist")
 
 
+_GENERIC_TOKENIZERS = {"PreTrainedTokenizerFast", "TokenizersBackend"}
+
+
+def _saved_class(ref: ModelRef) -> str | None:
+    """``tokenizer_class`` recorded in the checkpoint's tokenizer_config.json, if any."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(ref.path, "tokenizer_config.json", revision=ref.revision,
+                           _raise_exceptions_for_missing_entries=False)
+    except Exception:  # noqa: BLE001 - no config: let AutoTokenizer decide (and report)
+        return None
+    if not path:
+        return None
+    return json.loads(Path(path).read_text()).get("tokenizer_class")
+
+
 def load_tokenizer(ref: ModelRef | str, padding_side: str = "right"):
     """Fast tokenizer with a chat template (the params' one wins); pad token falls back to EOS."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     ref = resolve_ref(ref) if isinstance(ref, str) else resolve_ref(ref.path, ref.revision, ref.chat_template)
     _check_exists(ref)
     try:
-        tok = AutoTokenizer.from_pretrained(ref.path, revision=ref.revision, use_fast=True)
+        # A tokenizer saved as the generic fast class (a custom BPE, e.g. the toy world's) must be
+        # loaded as that class: AutoTokenizer would otherwise pick the class of the model type
+        # (e.g. Qwen2Tokenizer for a qwen2 config), which re-splits digits and adds tokens.
+        cls = PreTrainedTokenizerFast if _saved_class(ref) in _GENERIC_TOKENIZERS else AutoTokenizer
+        tok = cls.from_pretrained(ref.path, revision=ref.revision)
     except Exception as err:  # noqa: BLE001 - every loading failure becomes one actionable line
         raise _not_found(ref, err) from None
     if not tok.is_fast:

@@ -51,22 +51,6 @@ def _load(params: Params, role: str, path: str, padding_side: str = "right"):
     return model, tokenizer
 
 
-# --------------------------------------------------------------------------------------------- toy
-def build_toy(params: Params, out_dir: str) -> dict:
-    from rdpt.toy import build_toy_world
-
-    device, _ = resolve_device(params.device, "float32")
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    report = build_toy_world(params.toy, str(tmp), device=device)
-    tmp.rename(out)
-    return report
-
-
 # ---------------------------------------------------------------------------------------- sampling
 def sample_responses(model, tokenizer, questions: list[Question], benchmark: str, sampling: SamplingParams,
                      seed: int, desc: str) -> list[dict]:

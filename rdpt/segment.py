@@ -225,8 +225,14 @@ def _regex_starts(text: str) -> list[int]:
 def _pysbd_starts(text: str) -> list[int]:
     import pysbd  # imported here: a slow import that only this method needs
 
-    # clean=False keeps the text as is (no newline removal), so pieces can be found back in it
-    return _locate(text, pysbd.Segmenter(language="en", clean=False).segment(text))
+    # pysbd crashes on some control characters (it uses them as placeholders internally, e.g. "\x1f0"):
+    # mask them with spaces, which keeps every offset. clean=False keeps newlines, so pieces can be
+    # found back in the (masked) text.
+    masked = _CONTROL.sub(" ", text)
+    return _locate(masked, pysbd.Segmenter(language="en", clean=False).segment(masked))
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 # ----------------------------------------------------------------------------------------------- nltk

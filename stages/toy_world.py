@@ -7,8 +7,9 @@ import click
 
 from rdpt.artifacts import write_json
 from rdpt.cli import params_option, stage
+from rdpt.models import resolve_device
 from rdpt.params import load_params
-from rdpt.pipeline import build_toy
+from rdpt.toy import build_toy_world
 
 
 @click.command()
@@ -17,7 +18,9 @@ from rdpt.pipeline import build_toy
 @click.option("--report", required=True, help="JSON report: sizes, training times, sampled accuracies.")
 @stage
 def main(params_path, out, report):
-    write_json(report, build_toy(load_params(params_path), out))
+    params = load_params(params_path)
+    device, _ = resolve_device(params.device, "float32")  # toy models always train in fp32
+    write_json(report, build_toy_world(params.toy, out, device=device))
 
 
 if __name__ == "__main__":

@@ -84,3 +84,15 @@ def test_stage_bad_params_one_line_error_no_output(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {tmp_path / 'p.yaml'}: classify.bogus: unknown key"
     assert not out.exists()
+
+
+def test_custom_tokenizer_survives_a_model_type_with_its_own_tokenizer_class(tiny_lm_factory):
+    # transformers maps model_type qwen2 to Qwen2Tokenizer (digits split, extra tokens); a checkpoint
+    # that saved the generic fast tokenizer must come back with the very same tokenization.
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tiny_lm_factory("qwen2tok", CORPUS + ["13 + 2 = 15."] * 20, chat_template=TEMPLATE_PLAIN, arch="qwen2")
+    saved = PreTrainedTokenizerFast(tokenizer_file=str(Path(folder) / "tokenizer.json"))
+    tok = load_tokenizer(folder)
+    text = "Tom has 13 apples. 13 + 2 = 15."
+    assert tok(text)["input_ids"] == saved(text)["input_ids"]

@@ -1,6 +1,7 @@
 """`dvc repro` of the whole pipeline on a micro toy world, in a temporary copy of the repo."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,7 +18,8 @@ MICRO = {
     "toy": {"n_train_questions": 60, "n_test_questions": 8, "teacher_corpus": 120, "student_corpus": 40,
             "teacher_vocab": 300, "student_vocab": 300, "teacher_layers": 1, "teacher_hidden": 32,
             "teacher_heads": 2, "teacher_steps": 8, "student_layers": 1, "student_hidden": 32,
-            "student_heads": 2, "student_steps": 4, "batch_size": 16},
+            "student_heads": 2, "student_steps": 4, "batch_size": 16, "student_one_step": 20,
+            "eval_max_new_tokens": 48},
     "teach": {"n_questions": 24, "max_new_tokens": 48, "only_correct": False},
     "distill": {"max_steps": 4, "batch_size": 8},
     "generate": {"num_samples": 2, "max_new_tokens": 48},
@@ -35,7 +37,9 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _dvc(cwd: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
+    # Stages run `python stages/...`: make that the interpreter running the tests (its venv).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 

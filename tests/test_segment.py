@@ -93,3 +93,10 @@ def test_spans_rebuild_any_text(method, text):
     # every sentence but a lone one carries a letter or digit
     if len(spans) > 1:
         assert all(any(c.isalnum() for c in text[a:b]) for a, b in spans)
+
+
+@pytest.mark.parametrize("method", ["regex", "pysbd", "nltk"])
+@pytest.mark.parametrize("text", ["\x1f0", "a.\x1f0 b. c", "\x1f1. x\x00y."])
+def test_control_characters_found_by_hypothesis(method, text):
+    spans = segment(text, method)
+    assert "".join(text[a:b] for a, b in spans) == text

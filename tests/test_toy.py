@@ -15,7 +15,7 @@ from rdpt.toy.styles import STYLES
 from rdpt.toy.task import MAX_AMOUNT, MAX_VALUE, MIN_AMOUNT, MIN_VALUE, NAMES, OBJECTS, make_toy_data
 
 MICRO = dict(
-    n_train_questions=30, n_test_questions=6, teacher_corpus=60, student_corpus=30,
+    n_train_questions=30, n_test_questions=6, teacher_corpus=60, student_corpus=30, student_one_step=20,
     teacher_layers=1, teacher_hidden=32, teacher_heads=2, teacher_steps=4,
     student_layers=1, student_hidden=32, student_heads=2, student_steps=4,
     batch_size=8, eval_max_new_tokens=8,

@@ -17,7 +17,7 @@ from rdpt.toy.world import _tokenizer_texts, build_model
 from rdpt.train import IGNORE_INDEX, RightPadCollator, sft, tokenize_examples
 
 
-def _examples(spec, n=48):
+def _examples(n=48):
     data = make_toy_data(0, n, 2, {"x": n})
     rng = random.Random(0)
     return [(p.question(), STYLES["teacher"].solve(p, rng)) for p in data.corpora["x"]]
@@ -27,7 +27,7 @@ def _examples(spec, n=48):
 def tiny(request):
     """(model, tokenizer, examples) with the teacher (BOS, llama) or student (no BOS, qwen3) setup."""
     spec, arch = (TEACHER_TOKENIZER, "llama") if request.param == "teacher" else (STUDENT_TOKENIZER, "qwen3")
-    pairs = _examples(spec)
+    pairs = _examples()
     tok = train_tokenizer(_tokenizer_texts(spec, pairs), 320, spec, 256)
     model = build_model(arch, tok, layers=1, hidden=32, heads=2, context=256, seed=0)
     examples = [{"prompt": render_prompt(tok, q), "response": s} for q, s in pairs]

@@ -1,6 +1,6 @@
 """Build the toy world: data files, two tokenizers, a teacher and a student trained from scratch.
 
-    build_toy_world(ToyParams(), "toy", "cpu")   # ~4 min on 2 CPU cores with the defaults
+    build_toy_world(ToyParams(), "toy", "cpu")   # ~3.8 min on 2 CPU cores with the defaults
 
 writes::
 
@@ -13,7 +13,13 @@ sampled accuracy (temperature 1) of each model on each benchmark, measured on th
 every later stage loads them (``rdpt.models.load_model`` / ``load_tokenizer``).
 
 A model of the world is a :class:`ToyRole`: a reasoning style, a tokenizer spec (template,
-special tokens), an architecture, and its ``<role>_*`` fields in ToyParams.
+special tokens), an architecture, and its ``<role>_*`` fields in ToyParams. Adding a third model
+(e.g. an unrelated teacher for teacher identification) = a Style, a TokenizerSpec, a ROLES entry
+and ``<name>_*`` fields in ToyParams.
+
+Defaults, measured on 2 busy CPU cores: teacher (Llama, 4 x 128, 0.86M params, 1400 steps of 16
+on 20000 solutions) ~185 s, sampled accuracy 0.80 easy / 0.70 hard; student (Qwen3, 3 x 128,
+0.66M params, 200 worked solutions + 3000 one-step ones, 400 steps) ~28 s, 0.09 / 0.03.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -131,7 +138,7 @@ def train_role(role: ToyRole, params: ToyParams, problems: list[Problem], out: P
     examples = [{"prompt": render_prompt(tokenizer, q), "response": s} for q, s in pairs]
     train_params = TrainParams(
         max_steps=_field(params, role.name, "steps"),
-        learning_rate=_field(params, role.name, "lr"),
+        learning_rate=params.learning_rate,
         batch_size=params.batch_size,
         warmup_ratio=params.warmup_ratio,
         weight_decay=0.0,
@@ -177,9 +184,15 @@ def sampled_accuracy(model_dir: Path, benchmarks: dict[str, list[Problem]], para
 
 
 def build_toy_world(params: ToyParams, out_dir: str | Path, device="cpu") -> dict:
-    """Write the toy data and models under ``out_dir``; return the build report (see module doc)."""
+    """Write the toy data and models under ``out_dir``; return the build report (see module doc).
+
+    Everything is built in a sibling temporary folder renamed into place at the end, so an
+    interrupted build never leaves a half-trained world behind.
+    """
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    final = Path(out_dir)
+    out = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(out, ignore_errors=True)
     data = make_toy_data(params.seed, params.n_train_questions, params.n_test_questions,
                          {role: _field(params, role, "corpus") for role in ROLES},
                          {role: _field(params, role, "one_step") for role in ROLES})
@@ -202,4 +215,6 @@ def build_toy_world(params: ToyParams, out_dir: str | Path, device="cpu") -> dic
         report["models"][name]["stopped"] = {b: a["stopped"] for b, a in acc.items()}
     report["eval_wall_s"] = round(time.perf_counter() - t_eval, 2)
     report["wall_s"] = round(time.perf_counter() - t0, 2)
+    shutil.rmtree(final, ignore_errors=True)
+    out.rename(final)
     return report

@@ -1,0 +1,66 @@
+"""Pipeline steps on hand-made artifacts: bad rows are named, empty responses are recorded."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from rdpt import RdptError
+from rdpt.artifacts import read_table
+from rdpt.params import parse_params
+from rdpt.pipeline import classify, evaluate, segment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def params():
+    return parse_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
+def _generations(path: Path, texts: list[str], golds: list[str] | None = None) -> str:
+    golds = golds or ["5"] * len(texts)
+    with open(path, "w") as fh:
+        for i, (text, gold) in enumerate(zip(texts, golds)):
+            fh.write(json.dumps({
+                "response_id": f"b/{i}/0", "benchmark": "b", "question_id": str(i), "sample_idx": 0,
+                "question": "How many?", "answer": gold, "text": text, "finish_reason": "stop", "n_tokens": 3,
+            }) + "\n")
+    return str(path)
+
+
+def test_segment_records_responses_without_sentences(tmp_path, params):
+    gens = _generations(tmp_path / "g.jsonl", ["So 2 + 3 = 5. The answer is \\boxed{5}.", "", "  \n "])
+    stats = segment(params, gens, str(tmp_path / "s.parquet"), str(tmp_path / "e.parquet"))
+    assert stats == {"n_responses": 3, "n_sentences": 2, "n_empty": 2}
+    sents = read_table(tmp_path / "s.parquet", "sentences")
+    assert sents["text"].tolist() == ["So 2 + 3 = 5. ", "The answer is \\boxed{5}."]
+    assert read_table(tmp_path / "e.parquet", "empty_responses")["response_id"].tolist() == ["b/1/0", "b/2/0"]
+
+
+def test_evaluate_grades_and_names_unparseable_gold(tmp_path):
+    gens = _generations(tmp_path / "g.jsonl", ["\\boxed{5}", "\\boxed{4}", "no answer"])
+    graded = evaluate({"distilled": gens}, str(tmp_path / "graded.parquet"))
+    assert graded["correct"].tolist() == [True, False, False]
+    bad = _generations(tmp_path / "bad.jsonl", ["\\boxed{5}", "\\boxed{5}"], golds=["5", "???"])
+    with pytest.raises(RdptError, match=r"bad.jsonl: row 1: gold answer '\?\?\?' cannot be parsed"):
+        evaluate({"distilled": bad}, str(tmp_path / "graded2.parquet"))
+    assert not (tmp_path / "graded2.parquet").exists()
+
+
+def test_classify_names_missing_scores(tmp_path, params):
+    sents = pd.DataFrame({"response_id": ["r", "r"], "benchmark": ["b", "b"], "sentence_idx": [0, 1],
+                          "start": [0, 3], "end": [3, 6], "text": ["ab ", "cd."]})
+    sents.to_parquet(tmp_path / "s.parquet")
+    dirs = {}
+    for role, n in (("teacher", 2), ("student", 2), ("distilled", 1)):
+        d = tmp_path / role
+        d.mkdir()
+        pd.DataFrame({"response_id": ["r"] * n, "sentence_idx": list(range(n)), "n_tokens": [2] * n,
+                      "sum_logprob": [-0.2] * n, "mean_logprob": [-0.1] * n}).to_parquet(d / "scores.parquet")
+        dirs[role] = str(d)
+    with pytest.raises(RdptError, match="distilled/scores.parquet: no score for a sentence of 'r'"):
+        classify(params, str(tmp_path / "s.parquet"), dirs, str(tmp_path / "c.parquet"))
+    assert not (tmp_path / "c.parquet").exists()
