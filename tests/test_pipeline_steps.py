@@ -64,3 +64,29 @@ def test_classify_names_missing_scores(tmp_path, params):
     with pytest.raises(RdptError, match="distilled/scores.parquet: no score for a sentence of 'r'"):
         classify(params, str(tmp_path / "s.parquet"), dirs, str(tmp_path / "c.parquet"))
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_distill_with_an_existing_checkpoint_trains_nothing(tmp_path):
+    from rdpt.models import resolve_ref
+    from rdpt.pipeline import distill
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["models"]["distilled"] = {"path": "org/distilled-model", "revision": "abc123", "chat_template": None}
+    report = distill(parse_params(data), "unused-student", "unused.jsonl", str(tmp_path / "distilled"))
+    assert report == {"trained": False, "model": "org/distilled-model", "revision": "abc123"}
+    ref = resolve_ref(str(tmp_path / "distilled"))
+    assert (ref.path, ref.revision) == ("org/distilled-model", "abc123")
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "stages").glob("*.py")))
+def test_every_stage_answers_help(name):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = CliRunner().invoke(module.main, ["--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage:")
+    assert any(opt in result.output for opt in ("--out ", "--reports "))  # every stage names its output
