@@ -78,6 +78,11 @@ def teach(params: Params, teacher_path: str, out: str) -> dict:
     """The teacher answers the train questions under its own template (the distillation data)."""
     from rdpt.grade import grade
 
+    if params.models.distilled.path is not None:
+        # An existing distilled model is traced as is: no distillation data is needed or sampled.
+        write_jsonl(out, [])
+        log.info("teach: skipped (models.distilled.path = %s)", params.models.distilled.path)
+        return {"skipped": True}
     questions = load_questions(params.data.train)
     if params.teach.n_questions is not None:
         questions = questions[: params.teach.n_questions]

@@ -68,11 +68,14 @@ def test_classify_names_missing_scores(tmp_path, params):
 
 def test_distill_with_an_existing_checkpoint_trains_nothing(tmp_path):
     from rdpt.models import resolve_ref
-    from rdpt.pipeline import distill
+    from rdpt.pipeline import distill, teach
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["models"]["distilled"] = {"path": "org/distilled-model", "revision": "abc123", "chat_template": None}
-    report = distill(parse_params(data), "unused-student", "unused.jsonl", str(tmp_path / "distilled"))
+    params = parse_params(data)
+    assert teach(params, "unused-teacher", str(tmp_path / "teach.jsonl")) == {"skipped": True}
+    assert (tmp_path / "teach.jsonl").read_text() == ""
+    report = distill(params, "unused-student", str(tmp_path / "teach.jsonl"), str(tmp_path / "distilled"))
     assert report == {"trained": False, "model": "org/distilled-model", "revision": "abc123"}
     ref = resolve_ref(str(tmp_path / "distilled"))
     assert (ref.path, ref.revision) == ("org/distilled-model", "abc123")
