@@ -1,8 +1,10 @@
 """Artifact schemas (one place), checked reads and atomic writes.
 
 Every table a stage writes or reads is declared in :data:`SCHEMAS`; :func:`read_table` checks the
-columns and names the file on error. Writes go to a temporary file in the same folder and are
-renamed into place, so a stage that dies never leaves a half-written artifact behind::
+columns, types, missing values and duplicate keys (:data:`KEYS`) and names the file and row on error.
+Writes go to a temporary file (or folder) beside the target and are renamed into place, so a stage
+that dies, even by SIGKILL, never leaves a half-written artifact that a later stage could read; a
+temporary left by a killed stage is removed by the next write of the same target::
 
     python -c "from rdpt.artifacts import SCHEMAS; print(SCHEMAS['sentences'])"
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +42,21 @@ SCHEMAS: dict[str, dict[str, str]] = {
     },
     # one row per response that yielded no sentence (recorded, not a crash)
     "empty_responses": {"response_id": "str", "benchmark": "str"},
-    # one row per sentence and model (`score@<model>`); mean = sum / n_tokens, NaN when n_tokens == 0
+    # one row per sentence and model (`score@<model>`); mean = sum / n_tokens, NaN when n_tokens == 0;
+    # sum_rank = sum of the tokens' ranks under the model, each clipped at score.rank_clip
     "scores": {
         "response_id": "str", "sentence_idx": "int", "n_tokens": "int", "sum_logprob": "float",
+        "mean_logprob": "float", "sum_rank": "int",
+    },
+    # one row per selection candidate with what the strategies read (`select`; rdpt/select.py FEATURES)
+    "candidate_features": {
+        "question_id": "str", "response_id": "str", "sample_idx": "int", "n_sentences": "int", "n_scored": "int",
+        "n_teacher": "int", "n_student": "int", "n_common": "int", "teacher_ratio": "float",
+        "student_tokens": "int", "student_mean_logprob": "float", "rsr": "float",
+    },
+    # one row per re-scored sentence and replicate setup (`noise@<model>`, rdpt/calibrate.py); NaN when n_tokens == 0
+    "noise": {
+        "response_id": "str", "sentence_idx": "int", "replicate": "str", "dtype": "str", "n_tokens": "int",
         "mean_logprob": "float",
     },
     # one row per sentence with the three models' scores and its class (`classify`)
@@ -49,6 +64,17 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "response_id": "str", "benchmark": "str", "sentence_idx": "int", "p_teacher": "float",
         "p_student": "float", "p_distilled": "float", "cls": "str",
     },
+}
+
+# name -> the columns that identify a row: a duplicate is an error naming the file and row.
+KEYS: dict[str, tuple[str, ...]] = {
+    "generations": ("response_id",),
+    "graded": ("model", "response_id"),
+    "sentences": ("response_id", "sentence_idx"),
+    "empty_responses": ("response_id",),
+    "scores": ("response_id", "sentence_idx"),
+    "classified": ("response_id", "sentence_idx"),
+    "noise": ("response_id", "sentence_idx", "replicate"),
 }
 
 _KINDS = {"str": ("O", "U", "S"), "int": ("i", "u"), "float": ("f", "i", "u"), "bool": ("b",)}
@@ -65,8 +91,62 @@ def _check(df: pd.DataFrame, schema: str, path: Path) -> pd.DataFrame:
     return df
 
 
+def _check_rows(df: pd.DataFrame, schema: str, path: Path) -> pd.DataFrame:
+    """Row-level checks of a table read from disk: text cells hold text, keys are unique."""
+    df = df.reset_index(drop=True)
+    for column, kind in SCHEMAS[schema].items():
+        if kind == "str" and len(df):
+            bad = ~df[column].map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+            if bad.any():
+                i = int(bad.argmax())
+                value = df[column].iloc[i]
+                what = "is missing" if value is None or (isinstance(value, float) and math.isnan(value)) else (
+                    f"should be text, found {type(value).__name__} {value!r}")
+                raise RdptError(f"{path}: row {i}: {column!r} {what}")
+    keys = [k for k in KEYS.get(schema, ()) if k in df.columns]
+    if keys and len(df):
+        dup = df.duplicated(keys).to_numpy()
+        if dup.any():
+            i = int(dup.argmax())
+            value = tuple(getattr(v, "item", lambda v=v: v)() for v in (df[k].iloc[i] for k in keys))
+            raise RdptError(f"{path}: row {i}: duplicate {'/'.join(keys)} {value[0] if len(value) == 1 else value!r}")
+    return df
+
+
+def check_same_keys(ref: pd.DataFrame, ref_path: str | Path, other: pd.DataFrame, other_path: str | Path,
+                    keys: list[str]) -> None:
+    """``other`` must hold exactly the keys of ``ref`` (e.g. one score per sentence); names the first odd one."""
+    ref_keys = pd.MultiIndex.from_frame(ref[keys].astype(object))
+    other_keys = pd.MultiIndex.from_frame(other[keys].astype(object))
+    extra = ~other_keys.isin(ref_keys)
+    if extra.any():
+        i = int(extra.argmax())
+        raise RdptError(f"{other_path}: row {i}: {'/'.join(keys)} {_key(other_keys[i])!r} is not in {ref_path} "
+                        "(stale file? dvc repro)")
+    missing = ~ref_keys.isin(other_keys)
+    if missing.any():
+        key = _key(ref_keys[int(missing.argmax())])
+        raise RdptError(f"{other_path}: no row for {'/'.join(keys)} {key!r} of {ref_path} (stale file? dvc repro)")
+
+
+def _key(value) -> Any:
+    value = tuple(getattr(v, "item", lambda v=v: v)() for v in value)
+    return value[0] if len(value) == 1 else value
+
+
+def _first_bad_json_line(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for i, line in enumerate(fh):
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return f"row {i}: not a JSON object"
+            except ValueError as err:
+                return f"row {i}: not valid JSON ({err})"
+    return "not valid JSON lines"
+
+
 def read_table(path: str | Path, schema: str) -> pd.DataFrame:
-    """Read a .jsonl or .parquet artifact and check it against ``SCHEMAS[schema]``."""
+    """Read a .jsonl or .parquet artifact and check it against ``SCHEMAS[schema]`` (and :data:`KEYS`)."""
     path = Path(path)
     if not path.exists():
         raise RdptError(f"{path}: not found (run the stage that produces it: dvc repro)")
@@ -76,10 +156,41 @@ def read_table(path: str | Path, schema: str) -> pd.DataFrame:
         else:
             df = pd.read_json(path, lines=True, dtype=False)
     except ValueError as err:
+        where = _first_bad_json_line(path) if path.suffix != ".parquet" else str(err).splitlines()[0]
+        raise RdptError(f"{path}: unreadable ({where})") from None
+    except OSError as err:  # pyarrow: truncated or not a parquet file
         raise RdptError(f"{path}: unreadable ({str(err).splitlines()[0]})") from None
     if df.empty and len(df.columns) == 0:
         df = pd.DataFrame({c: pd.Series(dtype="object") for c in SCHEMAS[schema]})
-    return _check(df, schema, path)
+    return _check_rows(_check(df, schema, path), schema, path)
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON artifact (e.g. ``cost.json``), with a one-line error when it is missing or broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise RdptError(f"{path}: not found (run the stage that produces it: dvc repro)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise RdptError(f"{path}: not valid JSON ({err})") from None
+
+
+def _drop_stale_temporaries(path: Path) -> None:
+    """Temporaries of ``path`` left by a killed writer (only one process writes a target at a time)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+_UMASK = os.umask(0)  # read once, at import (reading it means setting it)
+os.umask(_UMASK)
+
+
+def _umask_mode(mode: int) -> int:
+    return mode & ~_UMASK
 
 
 @contextmanager
@@ -87,15 +198,44 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        with open(tmp_path, "rb+") as fh:  # on disk before it is renamed into place
+            os.fsync(fh.fileno())
+        os.chmod(tmp_path, _umask_mode(0o666))  # mkstemp makes 0600; an artifact is an ordinary file
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    For outputs that are folders (e.g. ``data/scores/<model>``): their files appear together or not at all.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode(0o777))
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+            os.replace(path, old / "old")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _clean(value: Any) -> Any:

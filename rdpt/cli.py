@@ -20,6 +20,11 @@ params_option = click.option(
     help="Params file (validated: unknown keys and bad values are errors).",
 )
 
+journal_option = click.option(
+    "--journal-dir", default=".rdpt/journal", show_default=True, envvar="RDPT_JOURNAL_DIR",
+    help="Where finished batches are journaled so a killed run resumes (outside DVC's outs; deleted on success).",
+)
+
 
 def stage(fn):
     """Run ``fn`` and turn an :class:`RdptError` into ``error: <one line>`` on stderr and exit 1."""

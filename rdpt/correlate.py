@@ -137,6 +137,34 @@ def position_curves(sentences: pd.DataFrame, responses: pd.DataFrame, min_respon
     return long[columns].reset_index(drop=True)
 
 
+def index_counts(sentences: pd.DataFrame, responses: pd.DataFrame, min_responses: int) -> pd.DataFrame:
+    """How many correct and incorrect responses reach sentence index k: where position curves stop.
+
+    n_responses(benchmark, correct, k) = #responses of that group whose k-th sentence exists and is scored
+    (the denominator of :func:`position_curves`, here for every k, not only the kept ones); ``usable`` marks
+    the indices where both groups reach ``min_responses`` — exactly the indices position curves, their areas
+    and the permutation test use. Every k from 0 to the benchmark's last scored index appears for both
+    groups (0 where a group has none), so a plot shows where a group runs out. Columns: benchmark,
+    correct, sentence_idx, n_responses, usable; sorted by benchmark, correct (True first), sentence_idx.
+    """
+    joined = _joined(sentences, responses)
+    scored = joined[joined["cls"] != UNSCORED]
+    columns = ["benchmark", "correct", "sentence_idx", "n_responses", "usable"]
+    frames = []
+    for bench, b in scored.groupby("benchmark", sort=True):
+        ks = np.arange(int(b["sentence_idx"].max()) + 1)
+        # one scored sentence per (response, k), so counting rows counts responses
+        n = b.groupby(["correct", "sentence_idx"]).size().unstack("correct").reindex(index=ks, columns=[True, False])
+        n = n.fillna(0).astype(int)
+        usable = (n[True] >= min_responses) & (n[False] >= min_responses)
+        for correct in (True, False):
+            frames.append(pd.DataFrame({"benchmark": bench, "correct": correct, "sentence_idx": ks,
+                                        "n_responses": n[correct].to_numpy(), "usable": usable.to_numpy()}))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(columns, [str, bool, int, int, bool])})
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
 def area_between(curves: pd.DataFrame) -> pd.DataFrame:
     """Area between the correct and incorrect curves of each benchmark x class (DASD-style).
 

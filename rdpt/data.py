@@ -2,12 +2,19 @@
 
     python -c "from rdpt.params import load_params; from rdpt.data import load_questions; \
 p = load_params(); print(load_questions(p.data.benchmarks['toy_easy'])[:2])"
+
+Real benchmarks load through the same :class:`~rdpt.params.DatasetSpec` fields (see ``configs/``): AIME's
+integer answers become strings, MATH-500's LaTeX answers are kept as written (math-verify reads them), and a
+multiple-choice set such as GPQA (``distractor_fields``) becomes a question with lettered options whose gold
+answer is a letter. ``prompt_template`` wraps the question in an instruction (e.g. where to put the answer).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from string import ascii_uppercase
 
 from rdpt import RdptError
 from rdpt.params import DatasetSpec
@@ -43,10 +50,37 @@ def _load(spec: DatasetSpec):
         raise RdptError(f"dataset {spec.path!r}: cannot load ({first})") from None
 
 
+def option_order(question_id: str, n: int) -> list[int]:
+    """The order in which ``n`` options of a question are shown: a permutation fixed by the question id.
+
+    Each option index is ranked by a SHA-256 of (id, index), so the order is the same in every run, process and
+    Python version, differs between questions (the right option is not always A), and needs no seed param.
+    """
+    return sorted(range(n), key=lambda j: hashlib.sha256(f"{question_id}\0{j}".encode()).digest())
+
+
+def _multiple_choice(spec: DatasetSpec, row: dict, question: str, qid: str, i: int) -> tuple[str, str]:
+    """Question text with options lettered A, B, ... in :func:`option_order`, and the right option's letter."""
+    fields = [spec.answer_field, *spec.distractor_fields]
+    options = []
+    for field in fields:
+        value = row[field]
+        if value is None or not str(value).strip():
+            raise RdptError(f"{spec.path}: row {i}: empty or missing option {field!r}")
+        options.append(str(value).strip())
+    if len(set(options)) < len(options):
+        # two identical options would make the gold letter ambiguous
+        raise RdptError(f"{spec.path}: row {i}: two options have the same text")
+    order = option_order(qid, len(options))
+    lines = [f"{ascii_uppercase[k]}) {options[j]}" for k, j in enumerate(order)]
+    return question.strip() + "\n\n" + "\n".join(lines), ascii_uppercase[order.index(0)]
+
+
 def load_questions(spec: DatasetSpec) -> list[Question]:
     """Rows as :class:`Question`; a row without a question or gold answer is an error naming the row."""
     ds = _load(spec)
-    for field in (spec.question_field, spec.answer_field) + ((spec.id_field,) if spec.id_field else ()):
+    fields = (spec.question_field, spec.answer_field, *(spec.distractor_fields or ()))
+    for field in fields + ((spec.id_field,) if spec.id_field else ()):
         if field not in ds.column_names:
             raise RdptError(f"{spec.path}: no column {field!r} (columns: {', '.join(ds.column_names)})")
     if spec.limit is not None:
@@ -63,7 +97,68 @@ def load_questions(spec: DatasetSpec) -> list[Question]:
         if qid in seen:
             raise RdptError(f"{spec.path}: row {i}: duplicate id {qid!r} in {spec.id_field!r}")
         seen.add(qid)
-        questions.append(Question(qid, str(q), str(a)))
+        q, a = str(q), str(a)
+        if spec.distractor_fields:
+            q, a = _multiple_choice(spec, row, q, qid, i)
+        if spec.prompt_template is not None:
+            q = spec.prompt_template.replace("{question}", q)
+        questions.append(Question(qid, q, a))
     if not questions:
         raise RdptError(f"{spec.path}: no rows")
     return questions
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One response of a candidate dataset (several per question) for data selection."""
+
+    question_id: str
+    sample_idx: int  # order among the question's candidates in the file (ties in selection go to the earliest)
+    question: str
+    answer: str  # "" when the dataset has no gold answer column
+    response: str
+    source: str  # the model that wrote it, "" when unknown
+
+
+def load_candidates(spec) -> list[Candidate]:
+    """Rows of a :class:`~rdpt.params.CandidateDataset` as candidates grouped by question.
+
+    Without ``id_field``, rows with the same question text belong to one question (id = its first row).
+    A row without a question or response is an error naming the row; a question whose rows disagree on
+    the gold answer is an error too (the answer decides which candidates are kept).
+    """
+    ds = _load(spec)
+    needed = [spec.question_field, spec.response_field, spec.answer_field, spec.id_field, spec.source_field]
+    for field in [f for f in needed if f]:
+        if field not in ds.column_names:
+            raise RdptError(f"{spec.path}: no column {field!r} (columns: {', '.join(ds.column_names)})")
+    if spec.limit is not None:
+        ds = ds.select(range(min(spec.limit, len(ds))))
+    out: list[Candidate] = []
+    ids_of_text: dict[str, str] = {}
+    gold: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for i, row in enumerate(ds):
+        q, r = row[spec.question_field], row[spec.response_field]
+        if q is None or not str(q).strip():
+            raise RdptError(f"{spec.path}: row {i}: empty or missing {spec.question_field!r}")
+        if r is None or not str(r).strip():
+            raise RdptError(f"{spec.path}: row {i}: empty or missing response {spec.response_field!r}")
+        q = str(q)
+        qid = str(row[spec.id_field]) if spec.id_field else ids_of_text.setdefault(q, str(i))
+        a = ""
+        if spec.answer_field:
+            raw = row[spec.answer_field]
+            if raw is None or not str(raw).strip():
+                raise RdptError(f"{spec.path}: row {i}: empty or missing gold answer {spec.answer_field!r}")
+            a = str(raw)
+            if gold.setdefault(qid, a) != a:
+                raise RdptError(f"{spec.path}: row {i}: question {qid!r} has two gold answers "
+                                f"({gold[qid]!r} and {a!r})")
+        source = str(row[spec.source_field]) if spec.source_field and row[spec.source_field] is not None else ""
+        k = count.get(qid, 0)
+        count[qid] = k + 1
+        out.append(Candidate(qid, k, q, a, str(r), source))
+    if not out:
+        raise RdptError(f"{spec.path}: no rows")
+    return out

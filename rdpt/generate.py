@@ -15,12 +15,17 @@ Prompts are left-padded so that every row's next token sits in the last column::
 
 Determinism: batches are built from the prompts sorted longest-first (ties by position) and batch
 ``b`` is sampled with the torch seed derived from ``(seed, b)``, inside a forked RNG, so the same
-prompts, settings and seed give the same outputs whatever ran before. Only temperature and top_p
+prompts, settings and seed give the same outputs whatever ran before. That is also what makes a
+stage resumable: batch ``b`` holds the same prompts and draws the same samples whether or not batches
+before it ran in this process, so finished batches can be passed in as ``done`` and skipped
+(``on_batch`` sees each new one, for the journal). Only temperature and top_p
 shape the distribution: top-k and repetition penalties from the model's generation config are
 switched off, so responses are plain samples of the model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -42,6 +47,15 @@ def _stop_ids(model, tokenizer) -> list[int]:
 
 def _batch_seed(seed: int, batch_index: int) -> int:
     return (seed * 1_000_003 + batch_index) % (2**63 - 1)
+
+
+def batch_plan(encoded: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indices of each batch: longest first (ties by position), ``batch_size`` per batch.
+
+    Longest first: an out-of-memory error shows up on the first batch, and padding stays small.
+    """
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def left_pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,12 +93,18 @@ def sample(
     batch_size: int,
     seed: int,
     desc: str = "generate",
+    done: Mapping[int, list[list[dict]]] | None = None,
+    on_batch: Callable[[int, list[int], list[list[dict]]], None] | None = None,
 ) -> list[list[dict]]:
     """``num_samples`` responses per rendered prompt, in the prompts' order.
 
     Each response is ``{"text", "finish_reason": "stop" | "length", "n_tokens", "token_ids"}``;
     ``token_ids`` are the generated ids up to and including the stop token (when there is one),
     ``n_tokens == len(token_ids)``, and ``text`` decodes them without special tokens.
+
+    ``done`` maps batch index -> that batch's outputs from an earlier, interrupted run (per prompt of
+    :func:`batch_plan`'s batch, in its order); those batches are not sampled again. ``on_batch(b,
+    prompt_indices, outputs)`` is called after each newly sampled batch.
     """
     from transformers import GenerationConfig
 
@@ -107,15 +127,21 @@ def sample(
         use_cache=True,
     )
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    # Longest first: an out-of-memory error shows up on the first batch, padding stays small.
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+    plan = batch_plan(encoded, batch_size)
+    done = done or {}
     device = next(model.parameters()).device
     results: list[list[dict] | None] = [None] * len(prompts)
     stop_set = set(stop_ids)
     cuda_devices = [device] if device.type == "cuda" else []
     with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
-        for b, start in enumerate(range(0, len(order), batch_size)):
-            idx = order[start : start + batch_size]
+        for b, idx in enumerate(plan):
+            if b in done:
+                if len(done[b]) != len(idx) or any(len(r) != num_samples for r in done[b]):
+                    raise ValueError(f"sample: finished batch {b} does not match the plan")
+                for i, rows in zip(idx, done[b]):
+                    results[i] = rows
+                bar.update(len(idx))
+                continue
             input_ids, attention_mask = left_pad([encoded[i] for i in idx], pad_id)
             with torch.random.fork_rng(devices=cuda_devices):
                 torch.manual_seed(_batch_seed(seed, b))
@@ -129,6 +155,8 @@ def sample(
             for row, i in enumerate(idx):
                 rows = new[row * num_samples : (row + 1) * num_samples]
                 results[i] = [_finish(r, stop_set, tokenizer) for r in rows]
+            if on_batch is not None:
+                on_batch(b, idx, [results[i] for i in idx])
             bar.update(len(idx))
     assert all(r is not None for r in results), "sample: a prompt got no responses"
     return results  # type: ignore[return-value]

@@ -15,8 +15,10 @@ Choices made here:
   $\\frac12$"): loose numbers or formulas anywhere in the text are not taken as an answer, so a response
   that never commits to one is wrong rather than graded on its last equation.
 - **Multiple choice.** A gold that is a single capital letter ("C" or "(C)") matches ``\\boxed{C}``,
-  ``\\boxed{\\text{(C)}}`` and announced letters ("The answer is C"); "(C)" without a box or an announcement
-  does not.
+  ``\\boxed{\\text{(C)}}`` and announced letters ("The answer is C", "The answer is (C)", "Answer: C");
+  "(C)" without a box or an announcement does not.
+- A gold may hold an escaped dollar (``\\$32,348``, MATH-500 money answers): only an unescaped ``$`` marks
+  the gold as already delimited LaTeX.
 - A gold math-verify cannot parse raises :class:`RdptError` naming it (callers add the file and row):
   a wrong gold must not silently score every response 0.
 - math-verify's timeouts use ``signal.alarm``, which only works in the main thread; off the main thread
@@ -48,6 +50,9 @@ _EXPR = ExprExtractionConfig(try_extract_without_anchor=False)
 _LETTERS = StringExtractionConfig(strings=tuple(ascii_uppercase), try_extract_without_anchor=False)
 
 _CHOICE = re.compile(r"\(?([A-Z])\)?")
+# "(C)" as a word (not "f(C)"): math-verify's announced-letter patterns want the bare letter
+_PAREN_LETTER = re.compile(r"(?<![A-Za-z0-9\\])\(([A-Z])\)")
+_DELIMITER = re.compile(r"(?<!\\)\$")  # a $ that is not \$
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
@@ -88,7 +93,7 @@ def parse_gold(gold: str) -> list:
     letter = choice_letter(gold)
     if letter:
         text = f"${letter}$"  # as inline LaTeX a letter is a symbol, equal to a boxed or announced letter
-    elif "$" in gold or "\\boxed" in gold:
+    elif _DELIMITER.search(gold) or "\\boxed" in gold:
         text = gold
     else:
         # bare gold is read as LaTeX: as plain text, 2\sqrt{2} would parse to 2 and \pi to nothing
@@ -102,8 +107,11 @@ def parse_gold(gold: str) -> list:
 
 def parse_answer(response: str, choices: bool = False) -> list:
     """math-verify's parse of the response's answer ([] when there is none); see the module docstring."""
+    region = _answer_region(response)
+    if choices:
+        region = _PAREN_LETTER.sub(r"\1", region)
     configs = [_LATEX, _EXPR, _LETTERS] if choices else [_LATEX, _EXPR]
-    return parse(_answer_region(response), extraction_config=configs, parsing_timeout=_timeout())
+    return parse(region, extraction_config=configs, parsing_timeout=_timeout())
 
 
 def grade(gold: str, response: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from rdpt import RdptError
 
@@ -48,6 +49,35 @@ class DatasetSpec(_Section):
     answer_field: str = "answer"
     id_field: str | None = Field(None, description="Column with a unique id; null = row index.")
     limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
+    distractor_fields: list[str] | None = Field(None, description=(
+        "Multiple choice (e.g. GPQA): columns holding the wrong options; answer_field holds the right one. The "
+        "options are appended to the question under letters A, B, ... in an order fixed by the row id, and the "
+        "gold answer is the right option's letter. null = free-form answer."))
+    prompt_template: str | None = Field(None, description=(
+        "Text the question is put into, with '{question}' where the question (and its lettered options) goes; "
+        "null = the question alone."))
+
+    @field_validator("distractor_fields")
+    @classmethod
+    def _distinct_distractors(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not 1 <= len(value) <= 25:
+            raise ValueError("give 1 to 25 columns (options are lettered A-Z)")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a column is named twice")
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_question(cls, value: str | None) -> str | None:
+        if value is not None and "{question}" not in value:
+            raise ValueError("must contain '{question}'")
+        return value
+
+    @model_validator(mode="after")
+    def _answer_not_a_distractor(self) -> "DatasetSpec":
+        if self.distractor_fields and self.answer_field in self.distractor_fields:
+            raise ValueError(f"answer_field {self.answer_field!r} is also in distractor_fields")
+        return self
 
 
 class DataParams(_Section):
@@ -137,16 +167,137 @@ class SegmentParams(_Section):
 class ScoreParams(_Section):
     chunk_size: int = Field(1024, ge=1, description="Positions per LM-head chunk (extra memory ~ chunk x vocab).")
     max_tokens_per_batch: int = Field(16384, ge=1, description="Padded tokens per forward batch.")
+    rank_clip: int = Field(100, ge=1, description="Token ranks are clipped here before summing (Rank-Surprisal Ratio).")
 
 
 class ClassifyParams(_Section):
-    alpha: float = Field(0.1, ge=0, le=1, description="Shared if all pairwise |p differences| <= alpha.")
-    beta: float = Field(0.1, ge=0, le=1, description="Teacher if pT - pS > beta; Student if pS - pT > beta.")
+    alpha: float | Literal["auto"] = Field(0.1, description=(
+        "Shared if all pairwise |p differences| <= alpha; 'auto' = from the noise floor (rdpt/calibrate.py)."))
+    beta: float | Literal["auto"] = Field(0.1, description=(
+        "Teacher if pT - pS > beta; Student if pS - pT > beta; 'auto' = the alpha used."))
+    beta_grid: list[float] = Field(
+        [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3],
+        description="Betas of the sensitivity sweep (reports/plots/beta_sensitivity.csv), strictly increasing.")
+    noise_responses: int = Field(32, ge=0, description=(
+        "Traced responses the `noise` stages re-score to measure the noise floor; 0 = none (alpha: auto fails)."))
+    noise_replicates: list[Literal["batch", "precision"]] = Field(["batch", "precision"], min_length=1, description=(
+        "Re-scoring setups: batch = one response per batch; precision = also the other dtype (bf16 <-> fp32)."))
+    noise_quantile: float = Field(0.95, gt=0, le=1, description="alpha: auto = this quantile of the noise floor.")
+
+    @field_validator("alpha", "beta", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> Any:
+        # One message per mistake instead of pydantic's one per member of the float | "auto" union.
+        if isinstance(value, str) and value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise PydanticCustomError("threshold", "Input should be a number in [0, 1] or 'auto'")
+        if value < 0:
+            raise PydanticCustomError("greater_than_equal", "Input should be greater than or equal to 0")
+        if value > 1:
+            raise PydanticCustomError("less_than_equal", "Input should be less than or equal to 1")
+        return float(value)
+
+    @field_validator("beta_grid")
+    @classmethod
+    def _grid(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("give at least one beta")
+        if any(not 0 <= b <= 1 for b in value):
+            raise ValueError("every beta must be in [0, 1]")
+        if any(a >= b for a, b in zip(value, value[1:])):
+            raise ValueError("must be strictly increasing")
+        return value
+
+    @field_validator("noise_replicates")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a replicate is named twice")
+        return value
 
 
 class CorrelateParams(_Section):
     min_responses: int = Field(10, ge=1, description="Plot/measure sentence index k only with this many responses.")
     example: str | None = Field(None, description="response_id for the action-split figure; null = auto.")
+    exclude_truncated: bool = Field(True, description=(
+        "Leave traced responses cut at max_new_tokens (finish_reason 'length') out of the provenance "
+        "statistics: they never reach an answer, so they would all count as incorrect. Counted in metrics."))
+    n_bootstrap: int = Field(1000, ge=0, description=(
+        "Question-bootstrap resamples for the 95% CIs of the point-biserial r and odds ratios; 0 = no CIs."))
+    n_permutations: int = Field(1000, ge=0, description=(
+        "Correctness relabellings for the p-values of the position-curve areas; 0 = no p-values."))
+    permutation: Literal["within_question", "responses"] = Field("within_question", description=(
+        "Permute correctness within question (falls back to all responses where no question has both "
+        "outcomes) or over all responses of a benchmark."))
+    reference: Literal["Shared", "Teacher", "Student", "Boosted"] = Field("Teacher", description=(
+        "Class share left out of the logistic regression (the shares sum to 1); odds ratios read 'instead of it'."))
+    seed: int = Field(0, description="Seed of the bootstrap and permutations (fixed: reports are reproducible).")
+
+
+class CandidateDataset(_Section):
+    """A dataset that already holds several responses per question (e.g. teacher traces of a public SFT set)."""
+
+    path: str = Field(description="Local JSON/JSONL/CSV/Parquet file, or a hub dataset id.")
+    name: str | None = Field(None, description="Hub dataset config name.")
+    split: str = "train"
+    revision: str | None = None
+    question_field: str = "question"
+    response_field: str = "response"
+    answer_field: str | None = Field(None, description="Gold answer column; null = no correctness filter.")
+    id_field: str | None = Field(None, description="Question id column; null = rows with the same question text "
+                                                   "are candidates of one question.")
+    source_field: str | None = Field(None, description="Column naming the model that wrote the response (kept).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
+
+
+class CandidatesParams(SamplingParams):
+    """Candidate responses for selection: K teacher samples per train question, or a dataset of them."""
+
+    source: Literal["teacher", "dataset"] = Field("teacher", description=(
+        "teacher = sample num_samples (K) responses per question of data.train; dataset = read `dataset`."))
+    n_questions: int | None = Field(None, ge=1, description="teacher source: first N questions of data.train.")
+    only_correct: bool = Field(True, description="Keep only finished candidates whose answer is right.")
+    dataset: CandidateDataset | None = None
+
+    @model_validator(mode="after")
+    def _dataset_given(self) -> "CandidatesParams":
+        if self.source == "dataset" and self.dataset is None:
+            raise ValueError("source 'dataset' needs select.candidates.dataset")
+        return self
+
+
+class SelectParams(_Section):
+    """Teacher-guided data selection: one candidate per question per arm, a student fine-tuned per arm x seed."""
+
+    candidates: CandidatesParams = CandidatesParams(num_samples=4)
+    beta: float = Field(0.1, ge=0, le=1, description="Teacher if pT - pS > beta (per candidate sentence).")
+    arms: list[str] = Field(
+        default_factory=lambda: ["teacher_count", "random", "grape", "longest", "teacher_ratio", "min_teacher_count",
+                                 "rsr"],
+        description="Strategies to train on; '<strategy>_beta<b>' runs a beta-dependent one at beta b.")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="One fine-tuning per arm and seed.")
+    keep_models: bool = Field(False, description="Keep each fine-tuned student in its run folder.")
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, value: list[str]) -> list[str]:
+        from rdpt.select import parse_arm
+
+        if not value:
+            raise ValueError("give at least one arm")
+        if len(set(value)) != len(value):
+            raise ValueError("arms must be distinct")
+        for arm in value:
+            parse_arm(arm)  # raises ValueError naming the arm
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if not value or len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError("give one or more distinct seeds >= 0")
+        return value
 
 
 class Params(_Section):
@@ -165,6 +316,7 @@ class Params(_Section):
     score: ScoreParams = ScoreParams()
     classify: ClassifyParams = ClassifyParams()
     correlate: CorrelateParams = CorrelateParams()
+    select: SelectParams = SelectParams()
 
     @model_validator(mode="after")
     def _models_named(self) -> "Params":

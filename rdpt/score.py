@@ -70,7 +70,9 @@ class ScoreStats:
     n_items: int
 
 
-SentenceScores = list[tuple[float, int]]  # per sentence: (sum of token log-probs, number of tokens)
+# per sentence: (sum of token log-probs, number of tokens), and with ``rank_clip`` set, also the sum of
+# the tokens' clipped ranks (rank 1 = the model's top choice; see :func:`score_items`)
+SentenceScores = list[tuple[float, int]] | list[tuple[float, int, int]]
 
 
 @dataclass
@@ -232,8 +234,13 @@ def _final_logit_transform(config):
     return transform
 
 
-def _token_logprobs(model, batch: list[_Prepared], chunk_size: int, pad_id: int) -> torch.Tensor:
-    """fp32 log-probs of all response tokens of the batch, concatenated in batch order, (sum R,)."""
+def _token_logprobs(model, batch: list[_Prepared], chunk_size: int, pad_id: int,
+                    rank_clip: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """fp32 log-probs of all response tokens of the batch, concatenated in batch order, (sum R,).
+
+    With ``rank_clip``, also each token's rank under the model, 1 + the number of vocabulary entries
+    with a strictly larger logit, clipped at ``rank_clip`` (int64, (sum R,)); else None.
+    """
     device = model.get_input_embeddings().weight.device
     inputs = collate([p.prompt_ids + p.response_ids[:-1] for p in batch], pad_id, device)
     out = _decoder(model)(**inputs, use_cache=False)
@@ -251,16 +258,20 @@ def _token_logprobs(model, batch: list[_Prepared], chunk_size: int, pad_id: int)
     targets = torch.cat([torch.tensor(p.response_ids, dtype=torch.long) for p in batch]).to(head_device)
     transform = _final_logit_transform(model.config)
     logprobs = torch.empty(len(targets), dtype=torch.float32, device=head_device)
+    ranks = None if rank_clip is None else torch.empty(len(targets), dtype=torch.long, device=head_device)
     for start in range(0, len(targets), chunk_size):
         stop = min(start + chunk_size, len(targets))
         logits = transform(head(states[start:stop]).float())  # (chunk, V) fp32: the only O(V) buffer
         target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
         logprobs[start:stop] = target_logits - torch.logsumexp(logits, dim=-1)
+        if ranks is not None:
+            # A compare + count over the same (chunk, V) logits: ~1/H of the head's cost.
+            ranks[start:stop] = ((logits > target_logits[:, None]).sum(dim=-1) + 1).clamp_(max=rank_clip)
         del logits  # freed before the next chunk's head output is allocated: one (chunk, V) buffer at a time
-    return logprobs
+    return logprobs, ranks
 
 
-def _sentence_sums(prep: _Prepared, token_logprobs: np.ndarray) -> SentenceScores:
+def _sentence_sums(prep: _Prepared, token_logprobs: np.ndarray, token_ranks: np.ndarray | None) -> SentenceScores:
     if not np.isfinite(token_logprobs).all():
         bad = int(np.flatnonzero(~np.isfinite(token_logprobs))[0])
         raise RdptError(
@@ -269,7 +280,10 @@ def _sentence_sums(prep: _Prepared, token_logprobs: np.ndarray) -> SentenceScore
         )
     sums = np.bincount(prep.sentence_of_token, weights=token_logprobs, minlength=prep.n_sentences)
     counts = np.bincount(prep.sentence_of_token, minlength=prep.n_sentences)
-    return [(float(s), int(c)) for s, c in zip(sums, counts)]
+    if token_ranks is None:
+        return [(float(s), int(c)) for s, c in zip(sums, counts)]
+    rank_sums = np.bincount(prep.sentence_of_token, weights=token_ranks, minlength=prep.n_sentences)
+    return [(float(s), int(c), int(round(r))) for s, c, r in zip(sums, counts, rank_sums)]
 
 
 def _dtype_name(model) -> str:
@@ -285,8 +299,12 @@ def score_items(
     max_tokens_per_batch: int = 16384,
     progress: bool = True,
     desc: str = "score",
+    rank_clip: int | None = None,
 ) -> tuple[list[SentenceScores], ScoreStats]:
     """Per item, per sentence ``(sum of token log-probs, n_tokens)`` as float64, in input order.
+
+    With ``rank_clip`` (e.g. 100), each sentence also gets the sum of its tokens' ranks, each clipped
+    at ``rank_clip``: ``(sum_logprob, n_tokens, sum_rank)`` (what the Rank-Surprisal Ratio needs).
 
     ``model`` is any ``AutoModelForCausalLM`` in eval mode on its device; ``tokenizer`` is its own
     fast tokenizer. Batches hold at most ``max_tokens_per_batch`` padded tokens (a longer response
@@ -294,6 +312,8 @@ def score_items(
     """
     if chunk_size < 1 or max_tokens_per_batch < 1:
         raise RdptError("score: chunk_size and max_tokens_per_batch must be >= 1")
+    if rank_clip is not None and rank_clip < 1:
+        raise RdptError("score: rank_clip must be >= 1")
     started = time.perf_counter()
     prepared = _prepare(items, tokenizer, model)
     results: list[SentenceScores | None] = [None] * len(items)
@@ -302,7 +322,7 @@ def score_items(
         if prep.response_ids:
             to_run.append(prep)
         else:  # blank response: every sentence unscored
-            results[prep.index] = [(0.0, 0)] * prep.n_sentences
+            results[prep.index] = [(0.0, 0) if rank_clip is None else (0.0, 0, 0)] * prep.n_sentences
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     budget = max_tokens_per_batch
@@ -316,7 +336,7 @@ def score_items(
             batch = queue[0]
             width = batch[0].n_inputs  # longest first: the padded width
             try:
-                token_logprobs = _token_logprobs(model, batch, chunk_size, pad_id)
+                token_logprobs, token_ranks = _token_logprobs(model, batch, chunk_size, pad_id, rank_clip)
             except torch.cuda.OutOfMemoryError:
                 token_logprobs = None  # handled below, once the failed frame's tensors are released
             if token_logprobs is None:
@@ -334,10 +354,13 @@ def score_items(
                 queue = [[pending[i] for i in b] for b in plan_batches([p.n_inputs for p in pending], budget)]
                 continue
             token_logprobs = token_logprobs.double().cpu().numpy()
+            token_ranks = None if token_ranks is None else token_ranks.cpu().numpy()
             offset = 0
             for prep in batch:
                 n = len(prep.response_ids)
-                results[prep.index] = _sentence_sums(prep, token_logprobs[offset : offset + n])
+                results[prep.index] = _sentence_sums(
+                    prep, token_logprobs[offset : offset + n],
+                    None if token_ranks is None else token_ranks[offset : offset + n])
                 offset += n
             queue.pop(0)
             forward_tokens += len(batch) * width
@@ -360,7 +383,8 @@ def score_items(
     return results, stats  # type: ignore[return-value]
 
 
-def reference_score_items(model, tokenizer, items: list[ScoreItem]) -> list[SentenceScores]:
+def reference_score_items(model, tokenizer, items: list[ScoreItem],
+                          rank_clip: int | None = None) -> list[SentenceScores]:
     """The slow, obviously-correct scorer: one full forward per sentence, full fp32 log-softmax.
 
     For each sentence, the model reads prompt + response tokens up to the sentence's last token
@@ -376,7 +400,7 @@ def reference_score_items(model, tokenizer, items: list[ScoreItem]) -> list[Sent
             for sentence in range(prep.n_sentences):
                 tokens = np.flatnonzero(prep.sentence_of_token == sentence)
                 if len(tokens) == 0:
-                    scores.append((0.0, 0))
+                    scores.append((0.0, 0) if rank_clip is None else (0.0, 0, 0))
                     continue
                 ids = prep.prompt_ids + prep.response_ids[: int(tokens[-1]) + 1]
                 logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits
@@ -386,6 +410,11 @@ def reference_score_items(model, tokenizer, items: list[ScoreItem]) -> list[Sent
                 token_lp = logprobs[positions, targets].double().cpu().numpy()
                 if not np.isfinite(token_lp).all():
                     raise RdptError(f"response {prep.key}: non-finite log-prob in sentence {sentence}")
-                scores.append((float(token_lp.sum()), len(tokens)))
+                if rank_clip is None:
+                    scores.append((float(token_lp.sum()), len(tokens)))
+                else:  # rank from the full distribution: 1 + how many entries are strictly more likely
+                    rows = logprobs[positions]  # (n, V)
+                    rank = (rows > rows.gather(1, targets[:, None])).sum(dim=-1) + 1
+                    scores.append((float(token_lp.sum()), len(tokens), int(rank.clamp(max=rank_clip).sum())))
             results.append(scores)
     return results

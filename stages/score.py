@@ -6,7 +6,7 @@
 
 import click
 
-from rdpt.cli import params_option, stage
+from rdpt.cli import journal_option, params_option, stage
 from rdpt.params import load_params
 from rdpt.pipeline import ROLES, score
 
@@ -18,9 +18,10 @@ from rdpt.pipeline import ROLES, score
 @click.option("--generations", required=True, help="The traced responses (JSONL).")
 @click.option("--sentences", required=True, help="Sentences table from `segment`.")
 @click.option("--out", required=True, help="Folder: scores.parquet + cost.json.")
+@journal_option
 @stage
-def main(params_path, role, model, generations, sentences, out):
-    score(load_params(params_path), role, model, generations, sentences, out)
+def main(params_path, journal_dir, role, model, generations, sentences, out):
+    score(load_params(params_path), role, model, generations, sentences, out, journal_dir=journal_dir)
 
 
 if __name__ == "__main__":

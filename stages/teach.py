@@ -5,7 +5,7 @@
 
 import click
 
-from rdpt.cli import params_option, stage
+from rdpt.cli import journal_option, params_option, stage
 from rdpt.params import load_params
 from rdpt.pipeline import teach
 
@@ -14,9 +14,10 @@ from rdpt.pipeline import teach
 @params_option
 @click.option("--teacher", required=True, help="Teacher model: hub id or local folder.")
 @click.option("--out", required=True, help="JSONL of generations (the distillation data).")
+@journal_option
 @stage
-def main(params_path, teacher, out):
-    teach(load_params(params_path), teacher, out)
+def main(params_path, journal_dir, teacher, out):
+    teach(load_params(params_path), teacher, out, journal_dir=journal_dir)
 
 
 if __name__ == "__main__":

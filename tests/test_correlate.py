@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -9,6 +10,7 @@ from rdpt.classify import CLASSES
 from rdpt.correlate import (
     area_between,
     class_shares,
+    index_counts,
     metrics,
     position_curves,
     response_shares,
@@ -111,6 +113,50 @@ def test_area_between_exact():
 
 def test_area_between_without_usable_index():
     assert area_between(position_curves(_sentences(), _responses(), 10)).empty
+
+
+def test_index_counts_exact():
+    counts = index_counts(_sentences(), _responses(), min_responses=1)
+    assert list(counts.columns) == ["benchmark", "correct", "sentence_idx", "n_responses", "usable"]
+    aime = counts[counts["benchmark"] == "aime"].set_index(["correct", "sentence_idx"])
+    # k=0: a0, a1 | a2, a3; k=1: a0 (a1's sentence is Unscored) | a2; k=2: a0 | none (0, not missing)
+    assert aime.loc[True, "n_responses"].tolist() == [2, 1, 1]
+    assert aime.loc[False, "n_responses"].tolist() == [2, 1, 0]
+    assert aime.loc[True, "usable"].tolist() == [True, True, False]
+    gpqa = counts[counts["benchmark"] == "gpqa"]
+    assert gpqa[["correct", "sentence_idx", "n_responses"]].values.tolist() == [[True, 0, 1], [False, 0, 1]]
+    assert index_counts(_sentences(), _responses(), 2)["usable"].tolist() == [True, False, False] * 2 + [False] * 2
+
+
+def test_index_counts_match_hand_count_and_curves():
+    # 40 responses of random length with random Unscored holes, two benchmarks
+    rng = np.random.default_rng(3)
+    responses, rows = [], []
+    for i in range(40):
+        bench, correct, n = ("x", "y")[i % 2], bool(rng.random() < 0.5), int(rng.integers(0, 12))
+        responses.append((i, bench, correct, n))
+        rows += [(i, bench, k, "Unscored" if rng.random() < 0.15 else str(rng.choice(CLASSES))) for k in range(n)]
+    responses = pd.DataFrame(responses, columns=["response_id", "benchmark", "correct", "n_sentences"])
+    sentences = pd.DataFrame(rows, columns=["response_id", "benchmark", "sentence_idx", "cls"])
+    counts = index_counts(sentences, responses, min_responses=4)
+    scored = {(r, k) for r, _, k, c in rows if c != "Unscored"}
+    for row in counts.itertuples():
+        group = responses[(responses["benchmark"] == row.benchmark) & (responses["correct"] == row.correct)]
+        assert row.n_responses == sum((r, row.sentence_idx) in scored for r in group["response_id"])
+    for bench in ("x", "y"):  # every k up to the last scored one, for both groups
+        last = max(k for r, b, k, c in rows if b == bench and c != "Unscored")
+        assert counts[counts["benchmark"] == bench]["sentence_idx"].tolist() == [*range(last + 1)] * 2
+    # usable indices are exactly the ones the position curves keep, with the same denominators
+    curves = position_curves(sentences, responses, 4)
+    used = counts[counts["usable"]]
+    assert set(zip(used["benchmark"], used["sentence_idx"])) == set(zip(curves["benchmark"], curves["sentence_idx"]))
+    merged = curves.merge(used, on=["benchmark", "correct", "sentence_idx"], suffixes=("", "_counts"))
+    assert len(merged) == len(curves) and (merged["n_responses"] == merged["n_responses_counts"]).all()
+
+
+def test_index_counts_without_scored_sentence():
+    counts = index_counts(_sentences().assign(cls="Unscored"), _responses(), 1)
+    assert counts.empty and list(counts.columns) == ["benchmark", "correct", "sentence_idx", "n_responses", "usable"]
 
 
 def test_response_shares():
@@ -239,6 +285,32 @@ def test_position_curves_figure_is_reproducible(tmp_path):
     first, second = _png_bytes(lambda p: plot_position_curves(curves, area, p, "aime"), tmp_path / "curves.png")
     assert first.startswith(b"\x89PNG") and len(first) > 5000
     assert first == second
+
+
+def test_index_counts_figure_draws_the_counts(tmp_path, monkeypatch):
+    from rdpt import report
+
+    counts = index_counts(_sentences(), _responses(), 1)
+    first, second = _png_bytes(lambda p: report.plot_index_counts(counts, 1, p), tmp_path / "counts.png")
+    assert first.startswith(b"\x89PNG") and len(first) > 5000
+    assert first == second and b"matplotlib" not in first
+
+    drawn = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: drawn.append(fig))
+    report.plot_index_counts(counts, 1, tmp_path / "unused.png", ["aime", "gpqa", "empty"])
+    aime, gpqa, empty = drawn[0].axes[:3]
+    correct, incorrect, threshold = aime.get_lines()
+    assert correct.get_xdata().tolist() == [0, 1, 2] and correct.get_ydata().tolist() == [2, 1, 1]
+    assert incorrect.get_ydata().tolist() == [2, 1, 0]
+    assert list(threshold.get_ydata()) == [1, 1]  # the min_responses line
+    # k=2 (no incorrect response) is shaded: one span from 1.5 to 2.5
+    (span,) = aime.patches
+    assert span.get_x() == pytest.approx(1.5) and span.get_width() == pytest.approx(1.0)
+    assert aime.get_title().endswith("curves use k = 0–1 (2 indices)")
+    assert gpqa.get_lines()[0].get_ydata().tolist() == [1] and not gpqa.patches
+    assert empty.get_title() == "empty\nno scored sentence"
+    with pytest.raises(RdptError, match="no benchmark"):
+        report.plot_index_counts(counts.iloc[:0], 1, tmp_path / "none.png")
 
 
 def test_pick_example():

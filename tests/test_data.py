@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,3 +55,80 @@ def test_tables_checked_and_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["e.parquet"]  # no temp file left behind
     with pytest.raises(RdptError, match="not found"):
         read_table(tmp_path / "nope.parquet", "sentences")
+
+
+def _mc_rows():
+    return [
+        {"q": "Which is a noble gas?", "right": "Neon", "w1": "Sodium", "w2": "Iron", "w3": "Sulfur"},
+        {"q": "Which planet is largest?", "right": "Jupiter", "w1": "Mars", "w2": "Venus", "w3": "Mercury"},
+    ]
+
+
+def test_multiple_choice_letters_options_and_gold(tmp_path):
+    path = _write(tmp_path / "mc.jsonl", _mc_rows())
+    spec = DatasetSpec(path=path, question_field="q", answer_field="right", distractor_fields=["w1", "w2", "w3"],
+                       prompt_template="Pick one.\n\n{question}\n\nEnd with \\boxed{X}.")
+    for q, row in zip(load_questions(spec), _mc_rows()):
+        assert q.id == str(_mc_rows().index(row))  # id_field null: the row index
+        options = dict(line.split(") ", 1) for line in q.question.splitlines() if line[1:3] == ") ")
+        assert list(options) == ["A", "B", "C", "D"]
+        assert options[q.answer] == row["right"]
+        assert sorted(options.values()) == sorted([row["right"], row["w1"], row["w2"], row["w3"]])
+        assert q.question.startswith(f"Pick one.\n\n{row['q']}\n\nA) ") and q.question.endswith("\\boxed{X}.")
+
+
+def test_option_order_is_a_fixed_permutation_per_id():
+    from rdpt.data import option_order
+
+    orders = {qid: option_order(qid, 4) for qid in map(str, range(40))}
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders.values())
+    assert orders == {qid: option_order(qid, 4) for qid in orders}
+    assert option_order("0", 4) == [1, 0, 3, 2]  # pinned: the same letters in every run and Python version
+    assert len({o.index(0) for o in orders.values()}) == 4  # the right option lands on every letter
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"w2": "  "}, "row 1: empty or missing option 'w2'"),
+        ({"w3": "Jupiter "}, "row 1: two options have the same text"),
+    ],
+)
+def test_bad_multiple_choice_rows_name_file_and_row(tmp_path, change, message):
+    rows = _mc_rows()
+    rows[1].update(change)
+    path = _write(tmp_path / "mc.jsonl", rows)
+    with pytest.raises(RdptError, match=message):
+        load_questions(DatasetSpec(path=path, question_field="q", answer_field="right",
+                                   distractor_fields=["w1", "w2", "w3"]))
+    with pytest.raises(RdptError, match="no column 'w9'"):
+        load_questions(DatasetSpec(path=path, question_field="q", answer_field="right", distractor_fields=["w9"]))
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"distractor_fields": []}, "give 1 to 25 columns"),
+        ({"distractor_fields": ["a", "a"]}, "a column is named twice"),
+        ({"distractor_fields": ["answer"]}, "answer_field 'answer' is also in distractor_fields"),
+        ({"prompt_template": "Solve it."}, "must contain '{question}'"),
+    ],
+)
+def test_dataset_spec_checks_multiple_choice_and_template_fields(fields, message):
+    import yaml
+
+    from rdpt.params import parse_params
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    data["data"]["benchmarks"]["toy_easy"].update(fields)
+    with pytest.raises(RdptError, match=re.escape(message)) as err:
+        parse_params(data, "params.yaml")
+    assert str(err.value).startswith("params.yaml: data.benchmarks.toy_easy")
+
+
+def test_integer_answers_and_ids_become_strings(tmp_path):
+    # AIME mirrors store answers as integers (0 included) and ids as integers
+    path = _write(tmp_path / "aime.jsonl", [{"problem_idx": 3, "problem": "p?", "answer": 0},
+                                            {"problem_idx": 4, "problem": "q?", "answer": 204}])
+    qs = load_questions(DatasetSpec(path=path, question_field="problem", id_field="problem_idx"))
+    assert [(q.id, q.answer) for q in qs] == [("3", "0"), ("4", "204")]

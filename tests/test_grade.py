@@ -22,6 +22,11 @@ from rdpt.grade import choice_letter, extract_answer, grade, last_box
         (r"\pi/2", r"\boxed{\frac{\pi}{2}}", True),
         ("7", "The answer is 7.", True),  # announced answers count without a box
         ("7", "Answer: 7", True),
+        (r"\$32,348", r"The balance is $\boxed{\$32,348}$.", True),  # escaped dollar in the gold (MATH-500)
+        (r"\$32,348", r"\boxed{32348}", True),
+        (r"\$32,348", r"\boxed{\$32,349}", False),
+        (r"\left( 3, \frac{\pi}{2} \right)", r"\boxed{(3, \frac{\pi}{2})}", True),
+        (r"\left( 3, \frac{\pi}{2} \right)", r"\boxed{(3, \pi)}", False),
     ],
 )
 def test_grade_math(gold, response, expected):
@@ -52,6 +57,9 @@ def test_last_complete_box_wins():
         ("C", r"\boxed{\text{(C)}}", True),
         ("(C)", r"\boxed{C}", True),
         ("C", "The answer is C.", True),
+        ("C", "The answer is (C).", True),  # a letter in parentheses, announced
+        ("C", "**Answer: (C)**", True),
+        ("C", "The answer is (D).", False),
         ("C", r"\boxed{D}", False),
         ("C", "Option (C) looks right.", False),  # neither boxed nor announced
         (r"\boxed{C}", r"\boxed{C}", True),

@@ -24,6 +24,9 @@ MICRO = {
     "distill": {"max_steps": 4, "batch_size": 8},
     "generate": {"num_samples": 2, "max_new_tokens": 48},
     "correlate": {"min_responses": 1},
+    # two arms that read different features, two seeds: 4 runs
+    "select": {"candidates": {"n_questions": 6, "num_samples": 2, "max_new_tokens": 48, "only_correct": False},
+               "arms": ["teacher_count", "rsr"], "seeds": [0, 1]},
 }
 
 
@@ -37,8 +40,10 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def _dvc(cwd: Path, *args: str) -> str:
-    # Stages run `python stages/...`: make that the interpreter running the tests (its venv).
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Stages run `python stages/...`: make that the interpreter running the tests (its venv), importing
+    # the repo copy's rdpt rather than the editable install (the tree may change while the test runs).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(cwd)}
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
@@ -65,7 +70,7 @@ def micro_repo(tmp_path_factory):
 @pytest.mark.slow
 def test_repro_fills_reports(micro_repo):
     repo, log = micro_repo
-    assert {"toy_world", "teach", "distill", "score@teacher", "classify", "correlate"} <= _ran(log)
+    assert {"toy_world", "teach", "distill", "score@teacher", "classify", "correlate", "viewer"} <= _ran(log)
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert set(metrics["accuracy"]) == {"toy_easy", "toy_hard"}
     for bench, by_model in metrics["accuracy"].items():
@@ -79,6 +84,7 @@ def test_repro_fills_reports(micro_repo):
     assert (repo / "reports" / "figures" / "action_split.png").stat().st_size > 1000
     for bench in ("toy_easy", "toy_hard"):
         assert (repo / "reports" / "figures" / f"position_curves_{bench}.png").exists()
+        assert 'id="rdpt-data"' in (repo / "reports" / "viewer" / f"{bench}.html").read_text()
     assert "Teacher" in (repo / "reports" / "tables" / "class_shares.md").read_text()
     cost = json.loads((repo / "reports" / "cost.json").read_text())
     assert cost["teacher"]["tokens_scored"] > 0 and cost["distilled"]["device"] == "cpu"
@@ -92,4 +98,92 @@ def test_second_repro_is_noop_and_beta_reruns_only_downstream(micro_repo):
     params["classify"]["beta"] = 0.3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_dvc(repo, "repro"))
-    assert "classify" in ran and ran <= {"classify", "correlate"}
+    assert "classify" in ran and ran <= {"classify", "correlate", "viewer"}
+
+
+@pytest.mark.slow
+def test_selection_experiment_fills_its_reports(micro_repo):
+    repo, log = micro_repo
+    ran = _ran(log)
+    assert {"candidates", "select_score@teacher", "select_score@student", "select", "select_report"} <= ran
+    assert {f"select_run@{arm}-{seed}" for arm in ("teacher_count", "rsr") for seed in (0, 1)} <= ran
+    metrics = json.loads((repo / "reports" / "selection.json").read_text())
+    for bench in ("toy_easy", "toy_hard", "avg"):
+        for arm in ("teacher_count", "rsr"):
+            cell = metrics["accuracy"][bench][arm]
+            assert 0.0 <= cell["mean"] <= 1.0 and cell["n_seeds"] == 2
+    assert metrics["candidates"]["n_sampled"] == 12
+    table = (repo / "reports" / "selection" / "table1.md").read_text()
+    assert "`teacher_count`" in table and "`rsr`" in table and "toy_hard" in table
+    assert (repo / "reports" / "selection" / "accuracy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_select_beta_reruns_only_what_it_changes(micro_repo):
+    repo, _ = micro_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["select"]["beta"] = 0.4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(_dvc(repo, "repro"))
+    assert "select" in ran and "select_report" in ran
+    # rsr does not read beta: its selections are byte-identical, so its runs stay cached.
+    assert not {r for r in ran if r.startswith("select_run@rsr")}
+    assert not ran & {"candidates", "select_score@teacher", "select_score@student", "classify", "correlate"}
+
+
+# Runs every stage command of dvc.yaml, in DAG order, in one fresh process (stages re-executed as
+# `__main__`): a second fresh run of the same params, without paying a Python start-up per stage.
+_RUN_ALL_STAGES = """
+import runpy, shlex, sys
+import networkx as nx
+from dvc.repo import Repo
+for stage in reversed(list(nx.topological_sort(Repo(".").index.graph))):
+    argv = shlex.split(stage.cmd)
+    assert argv[0] == "python", stage.cmd
+    sys.argv = argv[1:]
+    try:
+        runpy.run_path(argv[1], run_name="__main__")
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise SystemExit(f"stage {stage.addressing} failed")
+"""
+_WALL_CLOCK = re.compile(r"(wall_s|_per_s)$")  # timings: the one documented exception to byte-identity
+
+
+def _without_wall_clock(value):
+    if isinstance(value, dict):
+        return {k: _without_wall_clock(v) for k, v in value.items() if not _WALL_CLOCK.search(k)}
+    if isinstance(value, list):
+        return [_without_wall_clock(v) for v in value]
+    return value
+
+
+def _artifacts(repo: Path) -> dict[str, Path]:
+    return {p.relative_to(repo).as_posix(): p for folder in ("data", "reports")
+            for p in sorted((repo / folder).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_two_fresh_runs_write_identical_bytes(micro_repo, tmp_path):
+    first, _ = micro_repo
+    second = tmp_path / "second"
+    second.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", "params.yaml"):
+        shutil.copy(first / name, second / name)
+    for folder in ("stages", "rdpt"):  # the first run's code, whatever changed in the tree since
+        shutil.copytree(first / folder, second / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    _dvc(second, "init", "--no-scm", "-q")
+    proc = subprocess.run([sys.executable, "-c", _RUN_ALL_STAGES], cwd=second, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    a, b = _artifacts(first), _artifacts(second)
+    assert sorted(a) == sorted(b)
+    differ = []
+    for name in a:
+        if a[name].read_bytes() == b[name].read_bytes():
+            continue
+        if name.endswith(".json") and _without_wall_clock(json.loads(a[name].read_text())) == _without_wall_clock(
+                json.loads(b[name].read_text())):
+            continue  # only the wall-clock times differ
+        differ.append(name)
+    assert differ == [], f"not byte-identical across two fresh runs: {differ}"

@@ -59,9 +59,10 @@ def test_classify_names_missing_scores(tmp_path, params):
         d = tmp_path / role
         d.mkdir()
         pd.DataFrame({"response_id": ["r"] * n, "sentence_idx": list(range(n)), "n_tokens": [2] * n,
-                      "sum_logprob": [-0.2] * n, "mean_logprob": [-0.1] * n}).to_parquet(d / "scores.parquet")
+                      "sum_logprob": [-0.2] * n, "mean_logprob": [-0.1] * n,
+                      "sum_rank": [3] * n}).to_parquet(d / "scores.parquet")
         dirs[role] = str(d)
-    with pytest.raises(RdptError, match="distilled/scores.parquet: no score for a sentence of 'r'"):
+    with pytest.raises(RdptError, match=r"distilled/scores.parquet: no row for response_id/sentence_idx \('r', 1\)"):
         classify(params, str(tmp_path / "s.parquet"), dirs, str(tmp_path / "c.parquet"))
     assert not (tmp_path / "c.parquet").exists()
 

@@ -170,6 +170,25 @@ def test_one_pass_matches_per_sentence_reference(pairs, name):
     assert np.std(means) > 0.1
 
 
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_clipped_ranks_match_full_softmax_reference(pairs, name):
+    model, tok = pairs[name]
+    items = _items(tok, 4)
+    for clip in (1, 5, 10_000):
+        got, _ = score_items(model, tok, items, chunk_size=7, max_tokens_per_batch=150, progress=False,
+                             rank_clip=clip)
+        want = reference_score_items(model, tok, items, rank_clip=clip)
+        _close([[x[:2] for x in r] for r in got], [[x[:2] for x in r] for r in want])
+        assert [[x[2] for x in r] for r in got] == [[x[2] for x in r] for r in want]
+        if clip == 1:  # every rank clips to 1: the sum is the token count
+            assert all(rank == n for r in got for _, n, rank in r)
+    # Not vacuous: with a loose clip, random weights put many targets far from the top.
+    ranks = [rank / n for r in got for _, n, rank in r if n]
+    assert max(ranks) > 5
+    plain, _ = score_items(model, tok, items, progress=False)  # ranks off: two-field tuples, same sums
+    assert all(len(x) == 2 for r in plain for x in r)
+
+
 def test_tokenizers_differ_on_the_same_text(pairs):
     text = _items(pairs["llama"][1], 1)[0].response
     offsets = [encode_prompt_response(tok, "x", text).offsets for _, tok in pairs.values()]
@@ -215,11 +234,11 @@ def test_out_of_memory_halves_the_batch_and_drops_nothing(pairs, monkeypatch):
     real = score_module._token_logprobs
     sizes = []
 
-    def small_memory(model, batch, chunk_size, pad_id):
+    def small_memory(model, batch, chunk_size, pad_id, rank_clip=None):
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.cuda.OutOfMemoryError("simulated")
-        return real(model, batch, chunk_size, pad_id)
+        return real(model, batch, chunk_size, pad_id, rank_clip)
 
     monkeypatch.setattr(score_module, "_token_logprobs", small_memory)
     got, stats = score_items(model, tok, items, max_tokens_per_batch=10**6, progress=False)

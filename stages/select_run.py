@@ -1,0 +1,28 @@
+"""Fine-tune the original student on one selection (params `distill`), then sample every benchmark
+(params `generate`) and grade it: one cell of the selection experiment.
+
+    python stages/select_run.py --student data/toy/models/student \
+        --selection data/select/selections/teacher_count/seed0.jsonl --seed 0 \
+        --out data/select/runs/teacher_count/seed0
+"""
+
+import click
+
+from rdpt.cli import params_option, stage
+from rdpt.params import load_params
+from rdpt.pipeline import select_run
+
+
+@click.command()
+@params_option
+@click.option("--student", required=True, help="Original student: hub id or local folder.")
+@click.option("--selection", required=True, help="Selected candidates (JSONL from `select`).")
+@click.option("--seed", type=int, required=True, help="Training and evaluation-sampling seed.")
+@click.option("--out", required=True, help="Run folder: eval.jsonl, train_report.json [, model/].")
+@stage
+def main(params_path, student, selection, seed, out):
+    select_run(load_params(params_path), student, selection, seed, out)
+
+
+if __name__ == "__main__":
+    main()
