@@ -345,9 +345,10 @@ def parse_params(data: dict[str, Any], source: str = "params") -> Params:
         raise RdptError(_format_error(source, err)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping; a missing file, bad YAML or a non-mapping is a one-line error."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise RdptError(f"{path}: params file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -355,4 +356,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise RdptError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise RdptError(f"{path}: expected a mapping at the top level")
-    return parse_params(data, str(path))
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(path), str(path))

@@ -21,26 +21,13 @@ import click
 import yaml
 
 from rdpt import RdptError
-from rdpt.params import Params, parse_params
+from rdpt.params import Params, parse_params, read_yaml
 
 # Mappings a preset replaces as a whole instead of merging into (their keys are names the user chooses).
 REPLACED = {("data", "benchmarks")}
 
 PRESET_DIR = Path("configs")
 _MARK = "# rdpt-preset: "  # first line of an applied file: which preset made it
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise RdptError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise RdptError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise RdptError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def merge(defaults: dict[str, Any], preset: dict[str, Any], _at: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -147,7 +147,8 @@ def select(features: pd.DataFrame, strategy: str, seed: int) -> pd.DataFrame:
     f = features.sort_values(["question_id", "sample_idx", "response_id"], kind="mergesort").reset_index(drop=True)
     key = np.asarray(STRATEGIES[strategy].key(f, np.random.default_rng(seed)), dtype=float)
     if np.isnan(key).any():
-        raise RdptError(f"selection {strategy}: undefined score for candidate {f['response_id'][np.isnan(key)].iloc[0]!r}")
+        bad = f["response_id"][np.isnan(key)].iloc[0]
+        raise RdptError(f"selection {strategy}: undefined score for candidate {bad!r}")
     # Stable sort on -key keeps canonical order among equal keys: the earliest candidate wins a tie.
     order = np.argsort(-key, kind="stable")
     ranked = f.iloc[order]

@@ -124,7 +124,8 @@ def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str])
              "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for arm in arms:
         cells = [_cell(t.at[(arm, b), "mean"], t.at[(arm, b), "ci95"]) for b in [*benchmarks, AVG]]
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {_delta(t.at[(arm, AVG), 'delta'], t.at[(arm, AVG), 'delta_ci95'])} |")
+        delta = _delta(t.at[(arm, AVG), "delta"], t.at[(arm, AVG), "delta_ci95"])
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {delta} |")
     return "\n".join(lines) + "\n"
 
 

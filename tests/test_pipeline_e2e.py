@@ -82,6 +82,7 @@ def test_repro_fills_reports(micro_repo):
         assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
         assert prov["n_sentences"] > 0
     assert (repo / "reports" / "figures" / "action_split.png").stat().st_size > 1000
+    assert (repo / "reports" / "figures" / "index_counts.png").stat().st_size > 1000
     for bench in ("toy_easy", "toy_hard"):
         assert (repo / "reports" / "figures" / f"position_curves_{bench}.png").exists()
         assert 'id="rdpt-data"' in (repo / "reports" / "viewer" / f"{bench}.html").read_text()

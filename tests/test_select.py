@@ -252,7 +252,8 @@ def test_select_step_writes_one_file_per_arm_and_seed(tmp_path):
                 for role in scores:
                     lp = float(rng.uniform(-3, -0.05))
                     scores[role].append({"response_id": rid, "sentence_idx": j, "n_tokens": 2,
-                                         "sum_logprob": 2 * lp, "mean_logprob": lp, "sum_rank": int(rng.integers(2, 40))})
+                                         "sum_logprob": 2 * lp, "mean_logprob": lp,
+                                         "sum_rank": int(rng.integers(2, 40))})
     pd.DataFrame(cands).to_json(tmp_path / "c.jsonl", orient="records", lines=True)
     pd.DataFrame(sents).to_parquet(tmp_path / "s.parquet")
     dirs = {}
