@@ -8,6 +8,7 @@ out-of-range values are rejected up front with a one-line error that names the k
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +134,30 @@ class ToyParams(_Section):
         return self
 
 
+class ToyAltParams(_Section):
+    """A second, unrelated toy teacher for teacher identification (``rdpt/toy_alt.py``): GPT-2, its own
+    sentence style, BPE and chat template, trained on the toy task but never distilled. ~2.5 min on 2 CPU cores."""
+
+    seed: int = Field(0, description="Seed of its corpus, solutions, tokenizer, init and training.")
+    corpus: int = Field(12000, ge=10, description="Worked 2-3 step solutions it is trained on (train combos only).")
+    vocab: int = Field(400, ge=300, description="BPE vocabulary size of its tokenizer.")
+    layers: int = Field(3, ge=1, description="Transformer blocks (GPT-2).")
+    hidden: int = Field(128, ge=16, description="Hidden size.")
+    heads: int = Field(4, ge=1, description="Attention heads (divide hidden).")
+    steps: int = Field(1000, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Training batch size.")
+    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate (cosine decay).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warmup share of training.")
+    context: int = Field(512, ge=64, description="Max positions (GPT-2 learns one embedding per position).")
+    eval_max_new_tokens: int = Field(160, ge=1, description="Token limit of the build report's accuracy check.")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ToyAltParams":
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 class SamplingParams(_Section):
     num_samples: int = Field(1, ge=1, description="Responses per question (K).")
     temperature: float = Field(1.0, gt=0)
@@ -143,7 +168,8 @@ class SamplingParams(_Section):
 
 class TeachParams(SamplingParams):
     n_questions: int | None = Field(None, ge=1, description="Train questions to answer; null = all.")
-    only_correct: bool = Field(True, description="Keep only finished responses whose answer is right (rejection sampling).")
+    only_correct: bool = Field(
+        True, description="Keep only finished responses whose answer is right (rejection sampling).")
 
 
 class TrainParams(_Section):
@@ -300,6 +326,48 @@ class SelectParams(_Section):
         return value
 
 
+_CANDIDATE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+class IdentifyParams(_Section):
+    """Teacher identification (``rdpt/identify.py``): which candidate teacher explains the distilled model."""
+
+    candidates: dict[str, ModelSpec] = Field(
+        default_factory=lambda: {"teacher": ModelSpec(path="data/toy/models/teacher"),
+                                 "alt_teacher": ModelSpec(path="data/toy_alt/teacher")},
+        description="name -> model (a hub id / folder, or {path, revision, chat_template}); at least two. A "
+                    "candidate equal to models.teacher reuses the teacher's scores instead of scoring again.")
+    n_bootstrap: int = Field(1000, ge=0, description="Question-bootstrap resamples for the 95% CIs (0 = none).")
+    n_permutations: int = Field(10000, ge=0, description=(
+        "Sign flips over questions for the p-value of each pairwise difference (0 = none)."))
+    seed: int = Field(0, description="Seed of the bootstrap and the sign flips.")
+
+    @field_validator("candidates", mode="before")
+    @classmethod
+    def _path_shorthand(cls, value: Any) -> Any:
+        # `name: path` is short for `name: {path: path}`
+        if isinstance(value, dict):
+            return {k: {"path": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, value: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        if len(value) < 2:
+            raise ValueError("name at least two candidate teachers")
+        seen: dict[tuple, str] = {}
+        for name, spec in value.items():
+            if not _CANDIDATE_NAME.fullmatch(name):
+                raise ValueError(f"candidate name {name!r}: use letters, digits and _ (a DVC stage and metrics key)")
+            if spec.path is None:
+                raise ValueError(f"candidate {name!r}: path is required")
+            key = (spec.path, spec.revision, spec.chat_template)
+            if key in seen:
+                raise ValueError(f"candidates {seen[key]!r} and {name!r} name the same model")
+            seen[key] = name
+        return value
+
+
 class Params(_Section):
     seed: int = Field(0, description="Global seed (sampling, training, shuffling).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -317,6 +385,8 @@ class Params(_Section):
     classify: ClassifyParams = ClassifyParams()
     correlate: CorrelateParams = CorrelateParams()
     select: SelectParams = SelectParams()
+    toy_alt: ToyAltParams = ToyAltParams()
+    identify: IdentifyParams = IdentifyParams()
 
     @model_validator(mode="after")
     def _models_named(self) -> "Params":

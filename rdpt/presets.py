@@ -8,7 +8,8 @@ DVC then runs it as an experiment::
 
 (``dvc exp run -S`` sets single keys only; it takes no params file.) Merge rules: mappings merge key by key,
 everything else (scalars, lists, null) replaces the default, and the mappings in :data:`REPLACED` (the
-benchmark set) are replaced whole: a preset's benchmarks are *the* benchmarks, not added to the toy ones.
+benchmark set, the candidate teachers) are replaced whole: a preset's benchmarks are *the* benchmarks, not
+added to the toy ones.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rdpt import RdptError
 from rdpt.params import Params, parse_params, read_yaml
 
 # Mappings a preset replaces as a whole instead of merging into (their keys are names the user chooses).
-REPLACED = {("data", "benchmarks")}
+REPLACED = {("data", "benchmarks"), ("identify", "candidates")}
 
 PRESET_DIR = Path("configs")
 _MARK = "# rdpt-preset: "  # first line of an applied file: which preset made it

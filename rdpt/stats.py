@@ -198,7 +198,7 @@ def question_bootstrap(question_ids, n_resamples: int, rng: np.random.Generator)
     return [np.concatenate([rows_of[q] for q in rng.integers(0, n_q, n_q)]) for _ in range(n_resamples)] if n_q else []
 
 
-def _ci(samples: np.ndarray, n_min: int) -> tuple[float, float]:
+def percentile_ci(samples: np.ndarray, n_min: int) -> tuple[float, float]:
     """Percentile interval of the finite samples, or NaNs when fewer than ``n_min`` are finite."""
     finite = samples[np.isfinite(samples)]
     if len(finite) < max(n_min, 1):
@@ -222,7 +222,7 @@ def correlation_table(units: pd.DataFrame, n_bootstrap: int, seed: int, referenc
         y = u["correct"].to_numpy(dtype=bool)
         n_q = u["question_id"].nunique()
         # One generator per benchmark, so adding a benchmark does not change another's intervals.
-        rng = np.random.default_rng([seed, _stable_hash(bench)])
+        rng = np.random.default_rng([seed, stable_hash(bench)])
         samples = question_bootstrap(u["question_id"], n_bootstrap if n_q >= 2 else 0, rng)
         base = {"benchmark": bench, "n_responses": len(u), "n_questions": n_q}
 
@@ -231,7 +231,7 @@ def correlation_table(units: pd.DataFrame, n_bootstrap: int, seed: int, referenc
         boot = np.array([point_biserial_columns(y[idx], x[idx])[0] for idx in samples]).reshape(-1, len(TERMS))
         for j, term in enumerate(TERMS):
             valid = int(np.isfinite(boot[:, j]).sum()) if reasons[j] is None else 0
-            lo, hi = _ci(boot[:, j], (len(samples) + 1) // 2) if valid else (math.nan, math.nan)
+            lo, hi = percentile_ci(boot[:, j], (len(samples) + 1) // 2) if valid else (math.nan, math.nan)
             rows.append({**base, "statistic": "point_biserial", "term": term, "estimate": r[j], "ci_low": lo,
                          "ci_high": hi, "n_valid": valid, "reason": reasons[j]})
 
@@ -248,7 +248,7 @@ def correlation_table(units: pd.DataFrame, n_bootstrap: int, seed: int, referenc
         for term in predictors(reference):
             if term in design.used and coef is not None:
                 j = design.used.index(term)
-                lo, hi = _ci(boot[:, j], (len(samples) + 1) // 2) if samples else (math.nan, math.nan)
+                lo, hi = percentile_ci(boot[:, j], (len(samples) + 1) // 2) if samples else (math.nan, math.nan)
                 est, why = float(np.exp(coef[j])), None
                 lo, hi = math.exp(lo) if np.isfinite(lo) else math.nan, math.exp(hi) if np.isfinite(hi) else math.nan
             else:
@@ -262,7 +262,7 @@ def correlation_table(units: pd.DataFrame, n_bootstrap: int, seed: int, referenc
     return pd.DataFrame(rows, columns=columns)
 
 
-def _stable_hash(text: str) -> int:
+def stable_hash(text: str) -> int:
     # Python's hash() of a str changes between processes; the seed must not.
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
@@ -343,7 +343,7 @@ def area_permutation_test(sentences: pd.DataFrame, units: pd.DataFrame, min_resp
         p_signed = np.full(len(CLASSES), np.nan)
         p_abs = np.full(len(CLASSES), np.nan)
         if reason is None and n_permutations > 0:
-            rng = np.random.default_rng([seed, _stable_hash(bench)])
+            rng = np.random.default_rng([seed, stable_hash(bench)])
             groups = u["question_id"].to_numpy() if used == "within_question" else np.zeros(len(u))
             hits_signed, hits_abs = np.zeros(len(CLASSES)), np.zeros(len(CLASSES))
             # Blocks bound memory to ~[block, K, classes] whatever the number of permutations.

@@ -20,6 +20,8 @@ MICRO = {
             "teacher_heads": 2, "teacher_steps": 8, "student_layers": 1, "student_hidden": 32,
             "student_heads": 2, "student_steps": 4, "batch_size": 16, "student_one_step": 20,
             "eval_max_new_tokens": 48},
+    "toy_alt": {"corpus": 60, "vocab": 300, "layers": 1, "hidden": 32, "heads": 2, "steps": 4, "batch_size": 16,
+                "eval_max_new_tokens": 48},
     "teach": {"n_questions": 24, "max_new_tokens": 48, "only_correct": False},
     "distill": {"max_steps": 4, "batch_size": 8},
     "generate": {"num_samples": 2, "max_new_tokens": 48},
@@ -92,6 +94,19 @@ def test_repro_fills_reports(micro_repo):
 
 
 @pytest.mark.slow
+def test_teacher_identification_runs(micro_repo):
+    repo, log = micro_repo
+    assert {"toy_teacher_alt", "identify_score@teacher", "identify_score@alt_teacher", "identify"} <= _ran(log)
+    report = json.loads((repo / "reports" / "identify.json").read_text())
+    for bench in ("toy_easy", "toy_hard"):  # micro models are noise: only the shape is checked, not the winner
+        entry = report["identify"][bench]
+        assert set(entry["candidates"]) == {"teacher", "alt_teacher"} and entry["best"] in entry["candidates"]
+        assert 0.0 <= entry["candidates"]["teacher"]["teacher_share"] <= 1.0
+    assert (repo / "reports" / "identify" / "teacher_share.png").stat().st_size > 1000
+    assert json.loads((repo / "reports" / "toy_alt.json").read_text())["arch"] == "gpt2"
+
+
+@pytest.mark.slow
 def test_second_repro_is_noop_and_beta_reruns_only_downstream(micro_repo):
     repo, _ = micro_repo
     assert _ran(_dvc(repo, "repro")) == set()
@@ -99,7 +114,7 @@ def test_second_repro_is_noop_and_beta_reruns_only_downstream(micro_repo):
     params["classify"]["beta"] = 0.3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_dvc(repo, "repro"))
-    assert "classify" in ran and ran <= {"classify", "correlate", "viewer"}
+    assert "classify" in ran and ran <= {"classify", "correlate", "viewer", "identify"}
 
 
 @pytest.mark.slow
