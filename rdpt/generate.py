@@ -1,4 +1,4 @@
-"""Sampling responses with HF ``generate``: batched, left-padded, seeded, with finish reasons.
+"""Sampling responses with HF ``generate`` or an external engine: batched, seeded, with finish reasons.
 
 Used by ``teach`` (teacher answers the train questions), ``generate`` (test responses of the three
 models) and the toy world's accuracy report::
@@ -21,6 +21,11 @@ before it ran in this process, so finished batches can be passed in as ``done`` 
 (``on_batch`` sees each new one, for the journal). Only temperature and top_p
 shape the distribution: top-k and repetition penalties from the model's generation config are
 switched off, so responses are plain samples of the model.
+
+An external engine (:class:`rdpt.engines.ExternalEngine`: vLLM, a vLLM server) gets the same prompt ids,
+batches and stop ids; it returns generated ids, which are cut and decoded here exactly as HF's are. Its
+prompts are seeded one by one (:func:`rdpt.engines.prompt_seed`), so a prompt's samples do not depend on
+the batch it ran in. The same seed gives the same samples on one engine, never across engines.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Callable, Mapping
 import torch
 from tqdm.auto import tqdm
 
+from rdpt.engines import ExternalEngine, prompt_seed
 from rdpt.models import encode_prompt
 
 
@@ -102,15 +108,55 @@ def sample(
     ``token_ids`` are the generated ids up to and including the stop token (when there is one),
     ``n_tokens == len(token_ids)``, and ``text`` decodes them without special tokens.
 
+    ``model`` is an ``AutoModelForCausalLM`` or an :class:`rdpt.engines.ExternalEngine`.
+
     ``done`` maps batch index -> that batch's outputs from an earlier, interrupted run (per prompt of
     :func:`batch_plan`'s batch, in its order); those batches are not sampled again. ``on_batch(b,
     prompt_indices, outputs)`` is called after each newly sampled batch.
     """
-    from transformers import GenerationConfig
-
     if not prompts:
         return []
     stop_ids = _stop_ids(model, tokenizer)
+    if isinstance(model, ExternalEngine):
+        def run_batch(b: int, idx: list[int], batch: list[list[int]]) -> list[list[list[int]]]:
+            return model.sample_batch(batch, [prompt_seed(seed, i) for i in idx],
+                                      num_samples=num_samples, temperature=temperature, top_p=top_p,
+                                      max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+    else:
+        run_batch = _hf_batch_runner(model, tokenizer, stop_ids, num_samples=num_samples, temperature=temperature,
+                                     top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    plan = batch_plan(encoded, batch_size)
+    done = done or {}
+    results: list[list[dict] | None] = [None] * len(prompts)
+    stop_set = set(stop_ids)
+    with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
+        for b, idx in enumerate(plan):
+            if b in done:
+                if len(done[b]) != len(idx) or any(len(r) != num_samples for r in done[b]):
+                    raise ValueError(f"sample: finished batch {b} does not match the plan")
+                for i, rows in zip(idx, done[b]):
+                    results[i] = rows
+                bar.update(len(idx))
+                continue
+            # per prompt of the batch, num_samples lists of generated ids
+            new = run_batch(b, idx, [encoded[i] for i in idx])
+            if len(new) != len(idx) or any(len(rows) != num_samples for rows in new):
+                raise ValueError(f"sample: batch {b} came back with the wrong number of samples")
+            for i, rows in zip(idx, new):
+                results[i] = [_finish(r, stop_set, tokenizer) for r in rows]
+            if on_batch is not None:
+                on_batch(b, idx, [results[i] for i in idx])
+            bar.update(len(idx))
+    assert all(r is not None for r in results), "sample: a prompt got no responses"
+    return results  # type: ignore[return-value]
+
+
+def _hf_batch_runner(model, tokenizer, stop_ids: list[int], *, num_samples: int, temperature: float, top_p: float,
+                     max_new_tokens: int, seed: int):
+    """``run(b, idx, prompt_ids) -> generated ids per prompt per sample`` with HF ``generate``, batch ``b`` seeded."""
+    from transformers import GenerationConfig
+
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     gen_config = GenerationConfig(
         do_sample=True,
@@ -126,37 +172,21 @@ def sample(
         eos_token_id=stop_ids,
         use_cache=True,
     )
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    plan = batch_plan(encoded, batch_size)
-    done = done or {}
     device = next(model.parameters()).device
-    results: list[list[dict] | None] = [None] * len(prompts)
-    stop_set = set(stop_ids)
     cuda_devices = [device] if device.type == "cuda" else []
-    with tqdm(total=len(prompts), desc=desc, unit="prompt") as bar:
-        for b, idx in enumerate(plan):
-            if b in done:
-                if len(done[b]) != len(idx) or any(len(r) != num_samples for r in done[b]):
-                    raise ValueError(f"sample: finished batch {b} does not match the plan")
-                for i, rows in zip(idx, done[b]):
-                    results[i] = rows
-                bar.update(len(idx))
-                continue
-            input_ids, attention_mask = left_pad([encoded[i] for i in idx], pad_id)
-            with torch.random.fork_rng(devices=cuda_devices):
-                torch.manual_seed(_batch_seed(seed, b))
-                with torch.inference_mode():
-                    out = model.generate(
-                        input_ids=input_ids.to(device),
-                        attention_mask=attention_mask.to(device),
-                        generation_config=gen_config,
-                    )  # (len(idx) * num_samples, T + new)
-            new = out[:, input_ids.shape[1] :].tolist()
-            for row, i in enumerate(idx):
-                rows = new[row * num_samples : (row + 1) * num_samples]
-                results[i] = [_finish(r, stop_set, tokenizer) for r in rows]
-            if on_batch is not None:
-                on_batch(b, idx, [results[i] for i in idx])
-            bar.update(len(idx))
-    assert all(r is not None for r in results), "sample: a prompt got no responses"
-    return results  # type: ignore[return-value]
+
+    def run(b: int, idx: list[int], batch: list[list[int]]) -> list[list[list[int]]]:
+        input_ids, attention_mask = left_pad(batch, pad_id)
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(_batch_seed(seed, b))
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=gen_config,
+                )  # (len(batch) * num_samples, T + new)
+        new = out[:, input_ids.shape[1] :].tolist()
+        # Rows are padded past their stop token; _finish cuts each at its first stop id.
+        return [new[row * num_samples : (row + 1) * num_samples] for row in range(len(batch))]
+
+    return run

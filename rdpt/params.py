@@ -30,6 +30,17 @@ class ModelSpec(_Section):
     chat_template: str | None = Field(
         None, description="Jinja chat template to use when the tokenizer has none (or to override it)."
     )
+    server: str | None = Field(None, description=(
+        "Base URL of a running vLLM OpenAI-compatible server that serves this model (e.g. http://host:8000/v1). "
+        "When set, this model's sampling and scoring go to the server (the `server` engine); the tokenizer is "
+        "still loaded from `path` (chat template, character offsets)."))
+
+    @field_validator("server")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"server {value!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
+        return value.rstrip("/") if value else value
 
 
 class ModelsParams(_Section):
@@ -158,7 +169,13 @@ class ToyAltParams(_Section):
         return self
 
 
+Engine = Literal["hf", "vllm"]
+
+
 class SamplingParams(_Section):
+    engine: Engine = Field("hf", description=(
+        "hf = transformers generate; vllm = an offline vLLM engine (pip extra `vllm`). A model whose spec names "
+        "a `server` is always sampled there."))
     num_samples: int = Field(1, ge=1, description="Responses per question (K).")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -191,6 +208,9 @@ class SegmentParams(_Section):
 
 
 class ScoreParams(_Section):
+    engine: Engine = Field("hf", description=(
+        "hf = one forward pass per response (rdpt/score.py); vllm = prompt log-probs of an offline vLLM engine. "
+        "A model whose spec names a `server` is always scored there."))
     chunk_size: int = Field(1024, ge=1, description="Positions per LM-head chunk (extra memory ~ chunk x vocab).")
     max_tokens_per_batch: int = Field(16384, ge=1, description="Padded tokens per forward batch.")
     rank_clip: int = Field(100, ge=1, description="Token ranks are clipped here before summing (Rank-Surprisal Ratio).")
@@ -368,6 +388,41 @@ class IdentifyParams(_Section):
         return value
 
 
+class VllmParams(_Section):
+    """Settings of the offline vLLM engine (``engine: vllm``), passed to ``vllm.LLM``."""
+
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description=(
+        "Share of GPU memory vLLM reserves; on CPU the share of RAM for its KV cache (use ~0.3 there)."))
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over.")
+    max_model_len: int | None = Field(None, ge=16, description="Context vLLM plans for; null = the model's own.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Sequences per engine step; null = vLLM's default.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graph capture (faster start, slower decoding).")
+    kwargs: dict[str, Any] = Field({}, description="Any other vllm.LLM keyword arguments, passed as is.")
+
+
+class ServerParams(_Section):
+    """How rdpt talks to a vLLM OpenAI-compatible server (models.<role>.server)."""
+
+    batch_size: int = Field(16, ge=1, description="Prompts per /v1/completions request.")
+    max_retries: int = Field(5, ge=0, description="Retries of a failed request (connection error, 5xx, 429).")
+    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the server's API key.")
+
+
+class LaunchParams(_Section):
+    """How `distill` and the selection runs train: in this process, or under ``accelerate launch``."""
+
+    num_processes: int = Field(1, ge=1, description=(
+        "Training processes (one per GPU; on CPU, gloo processes). >1 or a config_file runs accelerate launch. "
+        "The global batch is distill.batch_size x grad_accum x num_processes."))
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = Field(None, description=(
+        "accelerate launch --mixed_precision; null = the config file's (or accelerate's default)."))
+    config_file: str | None = Field(None, description=(
+        "An accelerate config (e.g. configs/accelerate/fsdp.yaml): DDP, FSDP or DeepSpeed by config."))
+    main_process_port: int | None = Field(None, ge=1, le=65535, description="Rendezvous port; null = a free one.")
+
+
 class Params(_Section):
     seed: int = Field(0, description="Global seed (sampling, training, shuffling).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -387,6 +442,9 @@ class Params(_Section):
     select: SelectParams = SelectParams()
     toy_alt: ToyAltParams = ToyAltParams()
     identify: IdentifyParams = IdentifyParams()
+    vllm: VllmParams = VllmParams()
+    server: ServerParams = ServerParams()
+    launch: LaunchParams = LaunchParams()
 
     @model_validator(mode="after")
     def _models_named(self) -> "Params":

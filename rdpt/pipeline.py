@@ -61,6 +61,46 @@ def _load(params: Params, role: str, path: str, padding_side: str = "right"):
     return model, tokenizer
 
 
+def _open(params: Params, role: str, path: str, engine: str, padding_side: str = "right"):
+    """(model, tokenizer, engine name): the model at ``path`` on the engine it runs on.
+
+    ``server`` when params name a server for ``role`` and ``path`` is that role's model (a model trained
+    here, e.g. a selection run's student, stays local); else ``engine`` (``hf`` | ``vllm``). The tokenizer
+    always loads here: rdpt renders, tokenizes and decodes on its side whatever the engine.
+    """
+    from rdpt.engines import load_generation_config
+
+    ref = model_ref(params, role, path)
+    spec = getattr(params.models, role)
+    if spec.server is not None and ref.path == spec.path:
+        from rdpt.server import ServerEngine
+
+        tokenizer = load_tokenizer(ref, padding_side=padding_side)
+        server = ServerEngine(spec.server, params.server, model=ref.path,
+                              generation_config=load_generation_config(ref.path, ref.revision))
+        log.info("%s: %s served at %s (%s)", role, server.model, spec.server, ref.path)
+        return server, tokenizer, "server"
+    if engine == "vllm":
+        from rdpt.vllm_engine import VllmEngine
+
+        tokenizer = load_tokenizer(ref, padding_side=padding_side)
+        _, dtype = resolve_device(params.device, params.dtype)
+        llm = VllmEngine(ref.path, params.vllm, dtype=str(dtype).removeprefix("torch."), seed=params.seed,
+                         revision=ref.revision)
+        log.info("%s: %s on vLLM (%s)", role, ref.path, llm.describe())
+        return llm, tokenizer, "vllm"
+    model, tokenizer = _load(params, role, path, padding_side)
+    return model, tokenizer, "hf"
+
+
+def _close(model) -> None:
+    """Shut an external engine down (its processes, its memory); an HF model is left to the GC."""
+    from rdpt.engines import ExternalEngine
+
+    if isinstance(model, ExternalEngine):
+        model.close()
+
+
 # ----------------------------------------------------------------------------------------- journals
 # teach, generate and score journal each finished batch (rdpt/journal.py), so a killed run resumes.
 def _fingerprint(params: Params, stage: str, role: str, model_path: str, modules: list, **inputs) -> dict:
@@ -159,15 +199,16 @@ def _teacher_samples(params: Params, teacher_path: str, questions: list[Question
     import rdpt.models
     from rdpt.grade import grade
 
-    model, tokenizer = _load(params, "teacher", teacher_path, padding_side="left")
     sampling = SamplingParams(**{k: getattr(spec, k) for k in SamplingParams.model_fields})
+    model, tokenizer, engine = _open(params, "teacher", teacher_path, sampling.engine, padding_side="left")
     fingerprint = _fingerprint(
-        params, stage, "teacher", teacher_path, [rdpt.generate, rdpt.models], seed=params.seed,
+        params, stage, "teacher", teacher_path, [rdpt.generate, rdpt.models], seed=params.seed, engine=engine,
         sampling=sampling.model_dump(), questions=digest([[q.id, q.question] for q in questions]))
     plans = _sample_plans(tokenizer, {benchmark: [render_prompt(tokenizer, q.question) for q in questions]},
                           sampling.batch_size)
     with Journal(journal_dir, stage, fingerprint, _sample_record_check(plans, sampling.num_samples)) as journal:
         rows = sample_responses(model, tokenizer, questions, benchmark, sampling, params.seed, stage, journal)
+        _close(model)
         n_total = len(rows)
         n_length = sum(r["finish_reason"] == "length" for r in rows)
         if spec.only_correct:
@@ -177,7 +218,8 @@ def _teacher_samples(params: Params, teacher_path: str, questions: list[Question
                             f"the {stage} params)")
         write_jsonl(out, [r | (extra or {}) for r in rows])
         journal.complete()
-    return {"n_questions": len(questions), "n_sampled": n_total, "n_truncated": n_length, "n_kept": len(rows)}
+    return {"n_questions": len(questions), "n_sampled": n_total, "n_truncated": n_length, "n_kept": len(rows),
+            "engine": engine}
 
 
 def distill(params: Params, student_path: str, teach_path: str, out_dir: str) -> dict:
@@ -194,15 +236,11 @@ def distill(params: Params, student_path: str, teach_path: str, out_dir: str) ->
         tmp.rename(out)
         return {"trained": False, "model": spec.path, "revision": spec.revision}
 
-    from rdpt.train import sft
+    from rdpt.launch import fine_tune
 
     rows = read_table(teach_path, "generations")
-    model, tokenizer = _load(params, "student", student_path)
-    examples = [{"prompt": render_prompt(tokenizer, q), "response": t} for q, t in zip(rows["question"], rows["text"])]
-    stats = sft(model, tokenizer, examples, params.distill, output_dir=str(tmp / "_trainer"), seed=params.seed)
-    shutil.rmtree(tmp / "_trainer", ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    # In this process, or under `accelerate launch` when params.launch asks for it (rdpt/launch.py).
+    stats = fine_tune(params, student_path, rows, seed=params.seed, out_dir=tmp)
     report = {"trained": True, "base": student_path, **stats}
     write_json(tmp / "train_report.json", report)
     tmp.rename(out)
@@ -218,10 +256,10 @@ def generate(params: Params, role: str, model_path: str, out: str, journal_dir: 
     import rdpt.models
 
     benchmarks = {name: load_questions(spec) for name, spec in params.data.benchmarks.items()}
-    model, tokenizer = _load(params, role, model_path, padding_side="left")
     sampling = params.generate
+    model, tokenizer, engine = _open(params, role, model_path, sampling.engine, padding_side="left")
     fingerprint = _fingerprint(
-        params, "generate", role, model_path, [rdpt.generate, rdpt.models], seed=params.seed,
+        params, "generate", role, model_path, [rdpt.generate, rdpt.models], seed=params.seed, engine=engine,
         sampling=sampling.model_dump(),
         benchmarks=[[name, digest([[q.id, q.question] for q in qs])] for name, qs in benchmarks.items()])
     prompts = {name: [render_prompt(tokenizer, q.question) for q in qs] for name, qs in benchmarks.items()}
@@ -231,9 +269,10 @@ def generate(params: Params, role: str, model_path: str, out: str, journal_dir: 
         for i, (name, questions) in enumerate(benchmarks.items()):
             rows += sample_responses(model, tokenizer, questions, name, sampling, params.seed + 1000 * i,
                                      f"generate {role} {name}", journal)
+        _close(model)
         write_jsonl(out, rows)
         journal.complete()
-    return {"n_responses": len(rows)}
+    return {"n_responses": len(rows), "engine": engine}
 
 
 # ------------------------------------------------------------------------------------------ grading
@@ -297,7 +336,7 @@ def score(params: Params, role: str, model_path: str, generations_path: str, sen
     if stale.any():
         raise RdptError(f"{sentences_path}: the sentences of response {rebuilt.index[stale.argmax()]!r} do not "
                         f"rebuild its text in {generations_path} (stale file? rerun segment: dvc repro)")
-    model, tokenizer = _load(params, role, model_path)
+    model, tokenizer, engine = _open(params, role, model_path, params.score.engine)
     items, index = [], []
     for rid, group in sents.groupby("response_id", sort=True):
         group = group.sort_values("sentence_idx")
@@ -306,16 +345,17 @@ def score(params: Params, role: str, model_path: str, generations_path: str, sen
                                response=gens.at[rid, "text"], spans=spans))
         index.append(group["sentence_idx"].tolist())
     journal = Journal(journal_dir, f"score-{role}", _fingerprint(
-        params, "score", role, model_path, [rdpt.score, rdpt.models], score=params.score.model_dump(),
+        params, "score", role, model_path, [rdpt.score, rdpt.models], engine=engine, score=params.score.model_dump(),
         items=digest([[it.key, it.prompt, it.response, it.spans] for it in items])))
     results, stats = _score_journaled(model, tokenizer, items, params.score, journal, f"score {role}")
+    _close(model)
     rows = []
     for item, idxs, sentence_scores in zip(items, index, results, strict=True):
         for k, (total, n, rank) in zip(idxs, sentence_scores, strict=True):
             rows.append({"response_id": item.key, "sentence_idx": k, "n_tokens": n, "sum_logprob": total,
                          "mean_logprob": total / n if n else float("nan"), "sum_rank": rank})
     table = pd.DataFrame(rows, columns=list(SCHEMAS["scores"]))
-    cost = {"model": role, "path": model_path, **stats.__dict__}
+    cost = {"model": role, "path": model_path, "engine": engine, **stats.__dict__}
     with atomic_dir(out_dir) as out:  # scores and cost appear together or not at all
         write_table(out / "scores.parquet", table, "scores")
         write_json(out / "cost.json", cost)
@@ -334,8 +374,11 @@ def _score_journaled(model, tokenizer, items: list, sp, journal: Journal, desc: 
     import torch
     from tqdm.auto import tqdm
 
-    from rdpt.score import ScoreStats, plan_batches, score_items
+    from rdpt.engines import ExternalEngine
+    from rdpt.score import ScoreStats, plan_batches, score_items, score_items_external
     from rdpt.score import _prepare  # tokenizes and validates every item up front (context, vocab, spans)
+
+    external = isinstance(model, ExternalEngine)
 
     prepared = _prepare(items, tokenizer, model)
     n_sentences = {p.key: p.n_sentences for p in prepared}
@@ -360,7 +403,15 @@ def _score_journaled(model, tokenizer, items: list, sp, journal: Journal, desc: 
         queue += [blank] if blank else []
 
         def ooms() -> int:  # CUDA out-of-memory errors so far (score_items recovers from them silently)
-            return torch.cuda.memory_stats(model.device).get("num_ooms", 0) if model.device.type == "cuda" else 0
+            if external or model.device.type != "cuda":
+                return 0
+            return torch.cuda.memory_stats(model.device).get("num_ooms", 0)
+
+        def run(batch_items: list, budget: int):
+            if external:  # the engine plans its own memory; a batch is one round of requests
+                return score_items_external(model, tokenizer, batch_items, rank_clip=sp.rank_clip)
+            return score_items(model, tokenizer, batch_items, chunk_size=sp.chunk_size, max_tokens_per_batch=budget,
+                               progress=False, desc=desc, rank_clip=sp.rank_clip)
 
         total = sum(len(p.response_ids) for p in prepared)
         with tqdm(total=total, unit="tok", unit_scale=True, desc=desc) as bar:
@@ -370,9 +421,7 @@ def _score_journaled(model, tokenizer, items: list, sp, journal: Journal, desc: 
                 if not batch:
                     continue
                 before = ooms()
-                results, stats = score_items(model, tokenizer, [items[i] for i in batch], chunk_size=sp.chunk_size,
-                                             max_tokens_per_batch=budget, progress=False, desc=desc,
-                                             rank_clip=sp.rank_clip)
+                results, stats = run([items[i] for i in batch], budget)
                 record = journal.append(str(len(journal.done)), {
                     "keys": [items[i].key for i in batch], "scores": results, "stats": stats.__dict__})
                 done.update({k: [tuple(x) for x in s] for k, s in zip(record["keys"], record["scores"])})
@@ -393,9 +442,12 @@ def _score_journaled(model, tokenizer, items: list, sp, journal: Journal, desc: 
         if totals:
             stats = ScoreStats(**{k: v for k, v in totals.items() if k in fields})
         else:  # nothing to score
-            stats = score_items(model, tokenizer, [], progress=False)[1]
+            stats = run([], budget)[1]
         stats.tokens_per_s = stats.tokens_scored / stats.wall_s if stats.wall_s > 0 else 0.0
-        stats.device, stats.dtype = str(model.device), str(model.dtype).removeprefix("torch.")
+        if external:
+            stats.device, stats.dtype = model.describe(), model.dtype
+        else:
+            stats.device, stats.dtype = str(model.device), str(model.dtype).removeprefix("torch.")
     return [done[it.key] for it in items], stats
 
 
@@ -727,22 +779,22 @@ def select_run(params: Params, student_path: str, selection_path: str, seed: int
     """Fine-tune the original student on one selection (``distill`` hyper-parameters), then evaluate it on
     every benchmark with ``generate``'s sampling settings: ``<out>/eval.jsonl`` + ``train_report.json``."""
     from rdpt.grade import grade
-    from rdpt.train import sft
+    from rdpt.launch import fine_tune
 
     rows = read_table(selection_path, "generations")
     out = Path(out_dir)
     tmp = out.with_name(f".{out.name}.tmp")
     for folder in (out, tmp):
         shutil.rmtree(folder, ignore_errors=True)
-    model, tokenizer = _load(params, "student", student_path)
-    examples = [{"prompt": render_prompt(tokenizer, q), "response": t} for q, t in zip(rows["question"], rows["text"])]
-    stats = sft(model, tokenizer, examples, params.distill, output_dir=str(tmp / "_trainer"), seed=seed)
-    shutil.rmtree(tmp / "_trainer", ignore_errors=True)
+    # Trained (in this process or under accelerate launch) and saved: every engine samples from the folder.
+    stats = fine_tune(params, student_path, rows, seed=seed, out_dir=tmp / "model")
+    model, tokenizer, _ = _open(params, "student", str(tmp / "model"), params.generate.engine, padding_side="left")
     evals: list[dict] = []
     for i, (name, spec) in enumerate(params.data.benchmarks.items()):
         # the same seeds as `generate` for seed 0; each seed samples afresh
         evals += sample_responses(model, tokenizer, load_questions(spec), name, params.generate, seed + 1000 * i,
                                   f"evaluate {Path(out_dir).parent.name}/seed{seed} {name}")
+    _close(model)
     for r in evals:
         r["correct"] = bool(grade(r["answer"], r["text"]))
     accuracy = pd.DataFrame(evals).groupby("benchmark")["correct"].mean()
@@ -750,9 +802,8 @@ def select_run(params: Params, student_path: str, selection_path: str, seed: int
               "accuracy": {b: float(a) for b, a in accuracy.items()}}
     write_jsonl(tmp / "eval.jsonl", evals)
     write_json(tmp / "train_report.json", report)
-    if params.select.keep_models:
-        model.save_pretrained(tmp / "model")
-        tokenizer.save_pretrained(tmp / "model")
+    if not params.select.keep_models:
+        shutil.rmtree(tmp / "model")
     tmp.rename(out)
     return report
 

@@ -44,6 +44,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rdpt import RdptError
+from rdpt.engines import ExternalEngine
 from rdpt.models import context_length, encode_prompt_response
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,15 @@ def _checked_spans(item: ScoreItem) -> list[tuple[int, int]]:
     return spans
 
 
+def _limits(model) -> tuple[int | None, int | None]:
+    """(context length, vocabulary size) of an HF model or an external engine (None = unknown)."""
+    if isinstance(model, ExternalEngine):
+        return model.context_length, model.vocab_size
+    return context_length(model), model.get_input_embeddings().num_embeddings
+
+
 def _prepare(items: list[ScoreItem], tokenizer, model) -> list[_Prepared]:
-    max_context = context_length(model)
-    vocab_size = model.get_input_embeddings().num_embeddings
+    max_context, vocab_size = _limits(model)
     prepared = []
     for index, item in enumerate(items):
         spans = _checked_spans(item)
@@ -148,7 +155,7 @@ def _prepare(items: list[ScoreItem], tokenizer, model) -> list[_Prepared]:
                 f"response {item.key}: prompt + response is {n_total} tokens, "
                 f"over the model's context of {max_context}"
             )
-        if max(enc.prompt_ids + enc.response_ids, default=0) >= vocab_size:
+        if vocab_size is not None and max(enc.prompt_ids + enc.response_ids, default=0) >= vocab_size:
             raise RdptError(
                 f"response {item.key}: token id {max(enc.prompt_ids + enc.response_ids)} is outside the model's "
                 f"vocabulary of {vocab_size}: tokenizer and model do not match"
@@ -378,6 +385,46 @@ def score_items(
         tokens_per_s=tokens_total / wall_s if wall_s > 0 else 0.0,
         device=str(model.device),
         dtype=_dtype_name(model),
+        n_items=len(items),
+    )
+    return results, stats  # type: ignore[return-value]
+
+
+def score_items_external(engine: ExternalEngine, tokenizer, items: list[ScoreItem], *,
+                         rank_clip: int | None = None) -> tuple[list[SentenceScores], ScoreStats]:
+    """:func:`score_items` through an external engine's prompt log-probs (vLLM, a vLLM server).
+
+    Same tokenization, token -> sentence mapping and sums as :func:`score_items`; only the per-token
+    log-probs and ranks come from the engine, which runs each response once (one prefill). Ranks are
+    clipped at ``rank_clip`` here.
+    """
+    if rank_clip is not None and rank_clip < 1:
+        raise RdptError("score: rank_clip must be >= 1")
+    started = time.perf_counter()
+    prepared = _prepare(items, tokenizer, engine)
+    results: list[SentenceScores | None] = [None] * len(items)
+    to_run = [p for p in prepared if p.response_ids]
+    for prep in prepared:
+        if not prep.response_ids:  # blank response: every sentence unscored
+            results[prep.index] = [(0.0, 0) if rank_clip is None else (0.0, 0, 0)] * prep.n_sentences
+    if to_run:
+        scored = engine.prompt_logprobs([p.prompt_ids + p.response_ids for p in to_run],
+                                        [len(p.prompt_ids) for p in to_run])
+        for prep, (lps, ranks) in zip(to_run, scored, strict=True):
+            if len(lps) != len(prep.response_ids):
+                raise RdptError(f"response {prep.key}: the engine returned {len(lps)} log-probs for "
+                                f"{len(prep.response_ids)} tokens")
+            clipped = None if rank_clip is None else np.minimum(ranks, rank_clip)
+            results[prep.index] = _sentence_sums(prep, np.asarray(lps, dtype=np.float64), clipped)
+    wall_s = time.perf_counter() - started
+    tokens_total = sum(len(p.response_ids) for p in to_run)
+    stats = ScoreStats(
+        tokens_scored=tokens_total,
+        forward_tokens=sum(len(p.prompt_ids) + len(p.response_ids) for p in to_run),
+        wall_s=wall_s,
+        tokens_per_s=tokens_total / wall_s if wall_s > 0 else 0.0,
+        device=engine.describe(),
+        dtype=engine.dtype,
         n_items=len(items),
     )
     return results, stats  # type: ignore[return-value]

@@ -1,11 +1,11 @@
 """Supervised fine-tuning (SFT) with transformers' ``Trainer``: loss on response tokens only.
 
 Used by ``distill`` (student on teacher responses), by the selection runs, and by the toy world to
-train its tiny models from scratch. The caller loads the model, calls :func:`sft`, then saves it::
+train its tiny models from scratch. The caller loads the model and calls :func:`sft`; with ``save_dir``
+it also saves the trained model and tokenizer there (through the Trainer, so FSDP gathers full weights)::
 
     stats = sft(model, tokenizer, [{"prompt": rendered_prompt, "response": text}, ...],
-                TrainParams(), output_dir="/tmp/run", seed=0)
-    model.save_pretrained(out); tokenizer.save_pretrained(out)
+                TrainParams(), output_dir="/tmp/run", seed=0, save_dir="/tmp/model")
 
 One example becomes one row; prompt and response are tokenized separately (no BPE merge across
 the boundary) and only the response tokens, EOS included, carry labels::
@@ -15,15 +15,19 @@ the boundary) and only the response tokens, EOS included, carry labels::
     attention  [1    ...   1 | 1  1  1  1  ] [0   0  ]
 
 Runs on CPU (float32) and on CUDA (bf16 when the weights are bf16); it leaves device placement and
-process groups to the Trainer, so ``accelerate launch`` works unchanged.
+process groups to the Trainer, so ``accelerate launch`` works unchanged (rdpt/launch.py): each process
+takes ``batch_size`` rows per step, and the loss is weighted by tokens across processes, so N processes
+with batch B follow the curve of one process with batch N x B.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -102,16 +106,22 @@ def _precision(model) -> dict[str, bool]:
     if dtype == torch.float16:
         raise RdptError("sft: float16 weights cannot be trained stably here; use dtype bfloat16 or float32")
     on_cuda = next(model.parameters()).device.type == "cuda"
-    # bf16 weights on CUDA: let the Trainer autocast in bf16 too; float32 weights stay float32.
-    return {"bf16": dtype == torch.bfloat16 and on_cuda, "fp16": False}
+    # `accelerate launch --mixed_precision M` reaches TrainingArguments as ACCELERATE_MIXED_PRECISION, and
+    # bf16=True would override it: an explicit launcher choice wins. Otherwise bf16 weights on CUDA autocast
+    # in bf16 too; float32 weights stay float32.
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    return {"bf16": dtype == torch.bfloat16 and on_cuda and launcher == "no", "fp16": False}
 
 
-def sft(model, tokenizer, examples: list[dict], params: TrainParams, *, output_dir: str, seed: int) -> dict:
+def sft(model, tokenizer, examples: list[dict], params: TrainParams, *, output_dir: str, seed: int,
+        save_dir: str | None = None) -> dict:
     """Fine-tune ``model`` in place on ``examples`` ({"prompt": rendered prompt, "response": text}).
 
     Returns ``{"train_loss_curve": [[step, loss], ...], "steps", "wall_s", "n_examples",
-    "n_dropped", "tokens"}``; ``n_examples`` counts the examples trained on, ``tokens`` their
-    tokens (prompt + response + EOS) in one pass. Nothing is saved: the caller saves the model.
+    "n_dropped", "tokens", "train_loss"}``; ``n_examples`` counts the examples trained on, ``tokens``
+    their tokens (prompt + response + EOS) in one pass. ``output_dir`` is the Trainer's scratch folder
+    (no checkpoint is written there). With ``save_dir``, the main process saves the trained model and the
+    tokenizer there (``save_pretrained`` files); every process must call this (FSDP gathers the weights).
     """
     from transformers import Trainer, TrainingArguments
 
@@ -122,7 +132,8 @@ def sft(model, tokenizer, examples: list[dict], params: TrainParams, *, output_d
     if not data.rows:
         raise RdptError(f"sft: no example to train on ({len(examples)} given, {data.n_dropped} too long)")
 
-    per_step = params.batch_size * params.grad_accum
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # processes under accelerate launch / torchrun
+    per_step = params.batch_size * params.grad_accum * world
     if params.max_steps > 0:
         planned_steps = params.max_steps
     else:
@@ -148,7 +159,8 @@ def sft(model, tokenizer, examples: list[dict], params: TrainParams, *, output_d
         disable_tqdm=False,
         remove_unused_columns=False,  # rows are plain dicts, not a datasets.Dataset
         dataloader_pin_memory=False,
-        use_cpu=next(model.parameters()).device.type == "cpu",
+        use_cpu=next(model.parameters()).device.type == "cpu",  # several CPU processes: gloo
+        average_tokens_across_devices=True,  # the loss is token-weighted over all processes' batches
         **_precision(model),
     )
     trainer = Trainer(
@@ -161,7 +173,9 @@ def sft(model, tokenizer, examples: list[dict], params: TrainParams, *, output_d
     result = trainer.train()
     wall_s = time.perf_counter() - start
     curve = [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h]
-    model.eval()  # callers sample or save next
+    if save_dir is not None:
+        _save(trainer, tokenizer, save_dir)
+    model.eval()  # callers sample next
     return {
         "train_loss_curve": curve,
         "steps": int(result.global_step),
@@ -171,3 +185,15 @@ def sft(model, tokenizer, examples: list[dict], params: TrainParams, *, output_d
         "tokens": data.tokens,
         "train_loss": float(result.training_loss),
     }
+
+
+def _save(trainer, tokenizer, save_dir: str) -> None:
+    """The trained model + tokenizer as ``save_pretrained`` files, written by the main process only."""
+    if trainer.is_fsdp_enabled:
+        # A sharded-state-dict FSDP config still ends in one loadable checkpoint: gather the full weights.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(save_dir)  # every process joins (FSDP / DeepSpeed gather); the main one writes
+    if trainer.args.should_save:
+        tokenizer.save_pretrained(save_dir)
+        (Path(save_dir) / "training_args.bin").unlink(missing_ok=True)  # a pickle of the Trainer's args
+    trainer.accelerator.wait_for_everyone()

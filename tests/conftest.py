@@ -9,7 +9,7 @@ import pytest
 
 
 def make_tiny_lm(folder, corpus, *, vocab_size=300, chat_template=None, bos=True, arch="llama",
-                 max_positions=512, seed=0):
+                 max_positions=512, seed=0, hidden=32, heads=2, head_scale=1.0):
     """A random-weight causal LM with its own byte-level BPE tokenizer, saved like a hub checkpoint."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -27,13 +27,16 @@ def make_tiny_lm(folder, corpus, *, vocab_size=300, chat_template=None, bos=True
     if chat_template is not None:
         fast.chat_template = chat_template
     torch.manual_seed(seed)
-    common = dict(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions,
+    common = dict(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
                   pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id)
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common, bos_token_id=fast.bos_token_id))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**common))
+    if head_scale != 1.0:  # sharper next-token distributions than a random init gives (sampling tests)
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(head_scale)
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return str(folder)
