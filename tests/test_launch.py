@@ -92,7 +92,8 @@ def test_two_gloo_processes_follow_the_one_process_curve(setup, one_process, tmp
 
     Measured on CPU (torch 2.13, transformers 5.23, accelerate 1.15): max relative difference of the
     logged losses 1.0e-7, max |weight difference| 6.0e-8 (float32 reduction order); the launched run
-    took ~7 s (2 cores), its training ~0.3 s; the same with configs/accelerate/cpu-2proc.yaml. Tolerances: 1e-4 relative on losses, 1e-5 absolute on weights.
+    took ~7 s (2 cores), its training ~0.3 s; the same with configs/accelerate/cpu-2proc.yaml.
+    Tolerances: 1e-4 relative on losses, 1e-5 absolute on weights.
     """
     student, rows = setup
     ref, ref_out = one_process

@@ -248,7 +248,7 @@ def test_toy_pipeline_on_vllm_matches_the_hf_scorer(tmp_path):
         out = tmp_path / f"hf-{role}"
         os.chdir(repo)
         try:
-            pipeline.score(p, role, model, f"data/generations/distilled.jsonl", "data/sentences.parquet", str(out))
+            pipeline.score(p, role, model, "data/generations/distilled.jsonl", "data/sentences.parquet", str(out))
         finally:
             os.chdir(ROOT)
         hf = read_table(out / "scores.parquet", "scores")
