@@ -1,6 +1,6 @@
 """HF vs vLLM on the same model and questions: sampling speed and accuracy, scoring speed and agreement.
 
-Runs in the vLLM venv (README, "Scaling up") and prints ONE JSON object, everything measured in one run::
+Runs in the vLLM venv (docs/scaling-up.md) and prints ONE JSON object, everything measured in one run::
 
     .venv-vllm/bin/python benchmarks/engines.py --model data/toy/models/teacher \\
         --questions data/toy/data/toy_easy.jsonl --samples 4 --max-new-tokens 160 --json
@@ -24,7 +24,7 @@ import time
 
 
 def _accuracy(questions, outs) -> tuple[float, int, float]:
-    from rdpt.grade import grade
+    from rdpt.generation.grade import grade
 
     flags = [grade(q["answer"], r["text"]) for q, rows in zip(questions, outs) for r in rows]
     truncated = sum(r["finish_reason"] == "length" for rows in outs for r in rows)
@@ -44,28 +44,31 @@ def main() -> None:
 
     import torch
 
-    from rdpt.generate import sample
+    from rdpt.engines.hf import HfEngine
+    from rdpt.engines.vllm import VllmEngine
+    from rdpt.generation.sample import sample
     from rdpt.models import load_model, load_tokenizer, render_prompt, resolve_device
     from rdpt.params import VllmParams
-    from rdpt.score import ScoreItem, score_items, score_items_external
-    from rdpt.segment import segment
-    from rdpt.vllm_engine import VllmEngine
+    from rdpt.provenance.score import ScoreItem, score_items
+    from rdpt.provenance.segment import split
 
-    questions = [json.loads(line) for line in open(args.questions) if line.strip()]
+    with open(args.questions) as fh:
+        questions = [json.loads(line) for line in fh if line.strip()]
     device, dtype = resolve_device()
     tok = load_tokenizer(args.model, padding_side="left")
     prompts = [render_prompt(tok, q["question"]) for q in questions]
-    kw = dict(num_samples=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens,
-              batch_size=args.batch_size, seed=0)
+    kw = {"num_samples": args.samples, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": args.max_new_tokens,
+          "batch_size": args.batch_size, "seed": 0}
     report: dict = {"model": args.model, "questions": len(questions), "samples": args.samples,
                     "device": str(device), "dtype": str(dtype).removeprefix("torch."),
                     "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
 
     t = time.perf_counter()
     model = load_model(args.model, device, dtype)
+    hf = HfEngine(model, pad_id=tok.pad_token_id)
     hf_load = time.perf_counter() - t
     t = time.perf_counter()
-    hf_out = sample(model, tok, prompts, desc="hf", **kw)
+    hf_out = sample(hf, tok, prompts, desc="hf", **kw)
     hf_s = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -93,12 +96,12 @@ def main() -> None:
     for p, rows in zip(prompts, hf_out):
         for r in rows:
             if r["text"].strip():
-                items.append(ScoreItem(key=str(len(items)), prompt=p, response=r["text"], spans=segment(r["text"])))
+                items.append(ScoreItem(key=str(len(items)), prompt=p, response=r["text"], spans=split(r["text"])))
     t = time.perf_counter()
-    ref, ref_stats = score_items(model, tok, items, rank_clip=100, progress=False)
+    ref, ref_stats = score_items(hf, tok, items, rank_clip=100, progress=False)
     hf_score = time.perf_counter() - t
     t = time.perf_counter()
-    ext, ext_stats = score_items_external(engine, tok, items, rank_clip=100)
+    ext, _ = score_items(engine, tok, items, rank_clip=100, progress=False)
     vl_score = time.perf_counter() - t
     engine.close()
     max_diff, rank_mismatch, sentences = 0.0, 0, 0

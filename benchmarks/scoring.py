@@ -8,8 +8,8 @@ reasoning-like responses of 30-60 sentences, and prints ONE JSON object::
 
 Measured, on the same responses in the same run:
 
-- ``speedup_vs_per_sentence``: time of :func:`rdpt.score.reference_score_items` (one full forward and
-  full log-softmax per sentence) / time of :func:`rdpt.score.score_items`;
+- ``speedup_vs_per_sentence``: time of :func:`rdpt.provenance.score.reference_score_items` (one full forward and
+  full log-softmax per sentence) / time of :func:`rdpt.provenance.score.score_items`;
 - ``max_abs_diff_logprob``: max |difference| of sentence mean log-probs between the two;
 - ``fraction_of_forward``: throughput of ``score_items`` / throughput of a bare
   ``model(input_ids, attention_mask, position_ids, logits_to_keep=1)`` on the same padded batches
@@ -42,9 +42,17 @@ from pathlib import Path
 
 import torch
 
+from rdpt.engines.hf import HfEngine, collate
 from rdpt.models import context_length, encode_prompt_response, load_tokenizer, render_prompt
-from rdpt.score import ScoreItem, assign_tokens, collate, plan_batches, reference_score_items, score_items
-from rdpt.segment import segment
+from rdpt.provenance.score import ScoreItem, plan_batches, reference_score_items, score_items
+from rdpt.provenance.segment import split
+from rdpt.provenance.tokens import assign_tokens
+
+
+def _score(model, tokenizer, items, *, max_tokens_per_batch=16384, **kwargs):
+    """rdpt's scorer on a loaded HF model (the hf engine, default LM-head chunk)."""
+    engine = HfEngine(model, max_tokens_per_batch=max_tokens_per_batch, pad_id=tokenizer.pad_token_id)
+    return score_items(engine, tokenizer, items, **kwargs)
 
 TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -121,7 +129,7 @@ def make_items(tokenizer, n: int, seed: int, lo: int = 30, hi: int = 60) -> list
     for i in range(n):
         response = synthetic_response(rng, rng.randint(lo, hi))
         prompt = render_prompt(tokenizer, f"Problem {i}: compute {rng.randint(10, 999)} * {rng.randint(2, 99)}.")
-        items.append(ScoreItem(f"resp{i}", prompt, response, segment(response)))
+        items.append(ScoreItem(f"resp{i}", prompt, response, split(response)))
     return items
 
 
@@ -133,7 +141,7 @@ def long_item(tokenizer, key: str, n_tokens: int, seed: int) -> ScoreItem:
     offsets = encode_prompt_response(tokenizer, prompt, text).offsets
     if len(offsets) > n_tokens - n_prompt:
         text = text[: offsets[n_tokens - n_prompt - 1][1]]
-    return ScoreItem(key, prompt, text, segment(text))
+    return ScoreItem(key, prompt, text, split(text))
 
 
 def seconds(fn) -> float:
@@ -211,7 +219,7 @@ def long_seq_child(tokenizer_dir: str, n_tokens: int, vocab: int) -> dict:
     model = build_model(vocab, hidden=64, layers=2, intermediate=256, context=n_tokens, seed=0)
     rss_model_gb = peak_rss_gb()
     item = long_item(tokenizer, "long", n_tokens, seed=0)
-    (scores,), stats = score_items(model, tokenizer, [item], progress=False)
+    (scores,), stats = _score(model, tokenizer, [item], progress=False)
     n_prompt = len(encode_prompt_response(tokenizer, item.prompt, "").prompt_ids)
     return {
         "long_seq_peak_rss_gb": peak_rss_gb(),
@@ -295,14 +303,14 @@ def run(args) -> dict:
             "max_tokens_per_batch": budget,
         }
 
-        score_items(model, tokenizer, items[:1], progress=False)  # warm-up: allocator, kernels
+        _score(model, tokenizer, items[:1], progress=False)  # warm-up: allocator, kernels
         repeats = 2 if quick else 5
         ours_s = forward_s = float("inf")
         for _ in range(repeats):  # interleaved, so that a load change on the machine hits both alike
-            ours_s = min(ours_s, seconds(lambda: score_items(model, tokenizer, items, max_tokens_per_batch=budget,
+            ours_s = min(ours_s, seconds(lambda: _score(model, tokenizer, items, max_tokens_per_batch=budget,
                                                              progress=False)))
             forward_s = min(forward_s, seconds(lambda: bare_forward(model, tokenizer, items, budget)))
-        ours, stats = score_items(model, tokenizer, items, max_tokens_per_batch=budget, progress=False)
+        ours, stats = _score(model, tokenizer, items, max_tokens_per_batch=budget, progress=False)
 
         reference: list = []
         reference_s = seconds(lambda: reference.extend(reference_score_items(model, tokenizer, items)))

@@ -70,7 +70,7 @@ def apply(preset: str | Path, base: str | Path = "params.yaml", out: str | Path 
     A file made from another preset is refused as a base: its keys would leak into this one. Restore the
     defaults first (``git checkout params.yaml``); re-applying the same preset is fine.
     """
-    from rdpt.artifacts import atomic_path
+    from rdpt.io.artifacts import atomic_path
 
     out = Path(base if out is None else out)
     _refuse_stacking(preset, base)

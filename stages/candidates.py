@@ -9,8 +9,9 @@ Params `select.candidates` (source, num_samples = K, sampling, n_questions, only
 import click
 
 from rdpt.cli import journal_option, params_option, stage
+from rdpt.models import role_ref
 from rdpt.params import load_params
-from rdpt.pipeline import candidates
+from rdpt.selection.candidates import candidates
 
 
 @click.command()
@@ -21,7 +22,8 @@ from rdpt.pipeline import candidates
 @journal_option
 @stage
 def main(params_path, journal_dir, teacher, out, report_out):
-    candidates(load_params(params_path), teacher, out, report_out, journal_dir=journal_dir)
+    params = load_params(params_path)
+    candidates(params, role_ref(params, "teacher", teacher), out, report_out, journal_dir=journal_dir)
 
 
 if __name__ == "__main__":

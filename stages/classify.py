@@ -9,7 +9,7 @@ import click
 
 from rdpt.cli import params_option, stage
 from rdpt.params import load_params
-from rdpt.pipeline import classify
+from rdpt.provenance.classify import classify
 
 
 @click.command()

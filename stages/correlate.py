@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from rdpt.analysis.correlate import correlate
 from rdpt.cli import params_option, stage
 from rdpt.params import load_params
-from rdpt.pipeline import ROLES, correlate
+from rdpt.provenance import ROLES
 
 
 @click.command()

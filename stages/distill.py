@@ -9,8 +9,9 @@ folder records that model and revision, and later stages load it from there.
 import click
 
 from rdpt.cli import params_option, stage
+from rdpt.models import role_ref
 from rdpt.params import load_params
-from rdpt.pipeline import distill
+from rdpt.training.distill import distill
 
 
 @click.command()
@@ -18,9 +19,11 @@ from rdpt.pipeline import distill
 @click.option("--student", required=True, help="Original student: hub id or local folder.")
 @click.option("--data", "data_path", required=True, help="Teacher responses (JSONL from `teach`).")
 @click.option("--out", required=True, help="Folder for the distilled model (or its reference).")
+@click.option("--timing", default=None, help="Wall-clock record (JSON, a DVC metric nothing depends on).")
 @stage
-def main(params_path, student, data_path, out):
-    distill(load_params(params_path), student, data_path, out)
+def main(params_path, student, data_path, out, timing):
+    params = load_params(params_path)
+    distill(params, role_ref(params, "student", student), data_path, out, timing_out=timing)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 import click
 
 from rdpt.cli import stage
-from rdpt.pipeline import evaluate
+from rdpt.generation.grade import evaluate
 
 
 @click.command()

@@ -6,8 +6,10 @@
 import click
 
 from rdpt.cli import journal_option, params_option, stage
+from rdpt.generation.responses import generate
+from rdpt.models import role_ref
 from rdpt.params import load_params
-from rdpt.pipeline import ROLES, generate
+from rdpt.provenance import ROLES
 
 
 @click.command()
@@ -18,7 +20,8 @@ from rdpt.pipeline import ROLES, generate
 @journal_option
 @stage
 def main(params_path, journal_dir, role, model, out):
-    generate(load_params(params_path), role, model, out, journal_dir=journal_dir)
+    params = load_params(params_path)
+    generate(params, role_ref(params, role, model), role, out, journal_dir=journal_dir)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@
 
 import click
 
+from rdpt.analysis.identify import identify
 from rdpt.cli import params_option, stage
-from rdpt.identify import identify
 from rdpt.params import load_params
 
 

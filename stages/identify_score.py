@@ -6,8 +6,8 @@
 
 import click
 
+from rdpt.analysis.identify_score import score_candidate
 from rdpt.cli import journal_option, params_option, stage
-from rdpt.identify_score import score_candidate
 from rdpt.params import load_params
 
 
@@ -19,11 +19,12 @@ from rdpt.params import load_params
 @click.option("--teacher-scores", default=None,
               help="score@teacher's folder: reused when the candidate is models.teacher (no second scoring).")
 @click.option("--out", required=True, help="Folder: scores.parquet + cost.json.")
+@click.option("--timing", default=None, help="Wall-clock record (JSON, a DVC metric nothing depends on).")
 @journal_option
 @stage
-def main(params_path, journal_dir, candidate, generations, sentences, teacher_scores, out):
+def main(params_path, journal_dir, candidate, generations, sentences, teacher_scores, out, timing):
     score_candidate(load_params(params_path), candidate, generations, sentences, out, teacher_scores=teacher_scores,
-                    journal_dir=journal_dir)
+                    journal_dir=journal_dir, timing_out=timing)
 
 
 if __name__ == "__main__":

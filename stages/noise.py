@@ -8,8 +8,10 @@
 import click
 
 from rdpt.cli import params_option, stage
+from rdpt.models import role_ref
 from rdpt.params import load_params
-from rdpt.pipeline import ROLES, noise
+from rdpt.provenance import ROLES
+from rdpt.provenance.calibrate import noise
 
 
 @click.command()
@@ -21,7 +23,8 @@ from rdpt.pipeline import ROLES, noise
 @click.option("--out", required=True, help="Noise table (parquet): one row per re-scored sentence and setup.")
 @stage
 def main(params_path, role, model, generations, sentences, out):
-    noise(load_params(params_path), role, model, generations, sentences, out)
+    params = load_params(params_path)
+    noise(params, role_ref(params, role, model), role, generations, sentences, out)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import click
 
 from rdpt.cli import params_option, stage
 from rdpt.params import load_params
-from rdpt.pipeline import segment
+from rdpt.provenance.segment import segment
 
 
 @click.command()

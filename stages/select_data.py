@@ -10,7 +10,7 @@ import click
 
 from rdpt.cli import params_option, stage
 from rdpt.params import load_params
-from rdpt.pipeline import select_data
+from rdpt.selection.select_data import select_data
 
 
 @click.command()

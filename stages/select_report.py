@@ -9,7 +9,7 @@ import click
 
 from rdpt.cli import params_option, stage
 from rdpt.params import load_params
-from rdpt.pipeline import select_report
+from rdpt.selection.report import select_report
 
 
 @click.command()

@@ -9,19 +9,22 @@
 import click
 
 from rdpt.cli import params_option, stage
+from rdpt.models import role_ref
 from rdpt.params import load_params
-from rdpt.pipeline import select_run
+from rdpt.selection.run import select_run
 
 
 @click.command()
 @params_option
 @click.option("--student", required=True, help="Original student: hub id or local folder.")
-@click.option("--selection", required=True, help="Selected candidates (JSONL from `select`).")
+@click.option("--selection", required=True, help="Selected candidates (JSONL from `select_data`).")
 @click.option("--seed", type=int, required=True, help="Training and evaluation-sampling seed.")
 @click.option("--out", required=True, help="Run folder: eval.jsonl, train_report.json [, model/].")
+@click.option("--timing", default=None, help="Wall-clock record (JSON, a DVC metric nothing depends on).")
 @stage
-def main(params_path, student, selection, seed, out):
-    select_run(load_params(params_path), student, selection, seed, out)
+def main(params_path, student, selection, seed, out, timing):
+    params = load_params(params_path)
+    select_run(params, role_ref(params, "student", student), selection, seed, out, timing_out=timing)
 
 
 if __name__ == "__main__":

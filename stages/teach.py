@@ -6,8 +6,9 @@
 import click
 
 from rdpt.cli import journal_option, params_option, stage
+from rdpt.generation.responses import teach
+from rdpt.models import role_ref
 from rdpt.params import load_params
-from rdpt.pipeline import teach
 
 
 @click.command()
@@ -17,7 +18,8 @@ from rdpt.pipeline import teach
 @journal_option
 @stage
 def main(params_path, journal_dir, teacher, out):
-    teach(load_params(params_path), teacher, out, journal_dir=journal_dir)
+    params = load_params(params_path)
+    teach(params, role_ref(params, "teacher", teacher), out, journal_dir=journal_dir)
 
 
 if __name__ == "__main__":

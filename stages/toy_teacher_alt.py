@@ -5,11 +5,11 @@
 
 import click
 
-from rdpt.artifacts import write_json
 from rdpt.cli import params_option, stage
+from rdpt.io.artifacts import write_json
 from rdpt.models import resolve_device
 from rdpt.params import load_params
-from rdpt.toy_alt import build_alt_teacher
+from rdpt.toy.alt import build_alt_teacher
 
 
 @click.command()

@@ -5,8 +5,8 @@
 
 import click
 
-from rdpt.artifacts import write_json
 from rdpt.cli import params_option, stage
+from rdpt.io.artifacts import write_json
 from rdpt.models import resolve_device
 from rdpt.params import load_params
 from rdpt.toy import build_toy_world

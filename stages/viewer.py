@@ -6,8 +6,8 @@
 
 import click
 
+from rdpt.analysis.viewer import viewer
 from rdpt.cli import stage
-from rdpt.pipeline import viewer
 
 
 @click.command()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from rdpt import RdptError
-from rdpt.artifacts import atomic_dir, read_json, read_table
+from rdpt.io.artifacts import atomic_dir, read_json, read_table
 from rdpt.params import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def _scores(tmp_path: Path, role: str, keys: list[tuple[str, int]], mean: float 
     ("nan", r"distilled/scores.parquet: row 0: sum_logprob is nan for a scored sentence of 'r0'"),
 ])
 def test_classify_checks_score_tables_against_sentences(tmp_path, case, message):
-    from rdpt.pipeline import classify
+    from rdpt.provenance.classify import classify
 
     sentences = _sentences(tmp_path, {"r0": 1, "r1": 2})
     keys = [("r0", 0), ("r1", 0), ("r1", 1)]
@@ -153,18 +153,22 @@ def test_classify_checks_score_tables_against_sentences(tmp_path, case, message)
 
 # ----------------------------------------------------------------------------------------- score
 def test_score_rejects_stale_sentences_before_loading_the_model(tmp_path):
-    from rdpt.pipeline import score
+    from rdpt.models import role_ref
+    from rdpt.provenance.score import score
 
     gens = _write_jsonl(tmp_path / "gen.jsonl", [_gen_row(0, "Add 2. Then 3.")])
     pd.DataFrame({"response_id": ["b/0/0", "b/0/0"], "benchmark": "b", "sentence_idx": [0, 1], "start": [0, 7],
                   "end": [7, 14], "text": ["Add 2. ", "Then 4."]}).to_parquet(tmp_path / "s.parquet")
     with pytest.raises(RdptError, match=r"s.parquet: the sentences of response 'b/0/0' do not rebuild its text in "
                                         r".*gen.jsonl \(stale file\? rerun segment"):
-        score(_params(), "teacher", "no/such/model", gens, str(tmp_path / "s.parquet"), str(tmp_path / "out"))
+        score(_params(), role_ref(_params(), "teacher", "no/such/model"), "teacher", gens,
+              str(tmp_path / "s.parquet"), str(tmp_path / "out"))
     pd.DataFrame({"response_id": ["b/7/0"], "benchmark": "b", "sentence_idx": [0], "start": [0], "end": [1],
                   "text": ["x"]}).to_parquet(tmp_path / "s.parquet")
-    with pytest.raises(RdptError, match=r"s.parquet: response_id 'b/7/0' not in .*gen.jsonl"):
-        score(_params(), "teacher", "no/such/model", gens, str(tmp_path / "s.parquet"), str(tmp_path / "out"))
+    with pytest.raises(RdptError,
+                       match=r"s.parquet: response_id 'b/7/0' not in .*gen.jsonl"):
+        score(_params(), role_ref(_params(), "teacher", "no/such/model"), "teacher", gens,
+              str(tmp_path / "s.parquet"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -180,7 +184,10 @@ UNICODE_TEXTS = [
 
 def test_unicode_control_characters_and_empty_responses_flow_through(tmp_path, tiny_lm_factory):
     """segment -> score (tiny model) -> classify: every sentence gets exactly one score per model."""
-    from rdpt.pipeline import classify, score, segment
+    from rdpt.models import role_ref
+    from rdpt.provenance.classify import classify
+    from rdpt.provenance.score import score
+    from rdpt.provenance.segment import segment
 
     model = tiny_lm_factory("unicode_lm", UNICODE_TEXTS * 5 + ["Ana has 3 pens. So 5."] * 20,
                             chat_template=TEMPLATE)
@@ -192,9 +199,11 @@ def test_unicode_control_characters_and_empty_responses_flow_through(tmp_path, t
     for rid, group in sents.groupby("response_id"):
         assert "".join(group.sort_values("sentence_idx")["text"]) == UNICODE_TEXTS[int(rid.split("/")[1])]
     dirs = {}
-    for role in ("teacher", "student", "distilled"):
+    for role in ("teacher", "student",
+                 "distilled"):
         dirs[role] = str(tmp_path / role)
-        score(params, role, model, gens, str(tmp_path / "s.parquet"), dirs[role], journal_dir=str(tmp_path / "j"))
+        score(params, role_ref(params, role, model), role, gens, str(tmp_path / "s.parquet"), dirs[role],
+              journal_dir=str(tmp_path / "j"))
         scores = read_table(Path(dirs[role]) / "scores.parquet", "scores")
         assert len(scores) == len(sents) and (scores["n_tokens"] > 0).sum() >= len(sents) - 1
         assert np.isfinite(scores.loc[scores["n_tokens"] > 0, "mean_logprob"]).all()
@@ -214,7 +223,7 @@ def _correlate_world(tmp_path: Path) -> dict:
             for model in ("teacher", "student", "distilled"):
                 graded.append({"model": model, "response_id": rid, "benchmark": bench, "question_id": str(i),
                                "correct": (not cut) and i % 2 == 0, "finish_reason": "length" if cut else "stop",
-                               "n_tokens": 5})
+                               "n_tokens": 5, "replacement_char": False})
             for k in range(3):
                 cls = "Boosted" if cut else ("Teacher" if k else "Shared")
                 sents.append({"response_id": rid, "benchmark": bench, "sentence_idx": k, "p_teacher": 0.5,
@@ -230,7 +239,7 @@ def _correlate_world(tmp_path: Path) -> dict:
 
 @pytest.mark.parametrize("exclude", [True, False])
 def test_truncated_traces_are_excluded_and_counted(tmp_path, exclude):
-    from rdpt.pipeline import correlate
+    from rdpt.analysis.correlate import correlate
 
     w = _correlate_world(tmp_path)
     params = _params(correlate={"min_responses": 1, "exclude_truncated": exclude})
@@ -247,7 +256,7 @@ def test_truncated_traces_are_excluded_and_counted(tmp_path, exclude):
 
 
 def test_correlate_names_stale_classified_rows_and_missing_cost(tmp_path):
-    from rdpt.pipeline import correlate
+    from rdpt.analysis.correlate import correlate
 
     w = _correlate_world(tmp_path)
     params = _params(correlate={"min_responses": 1})

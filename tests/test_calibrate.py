@@ -1,4 +1,4 @@
-"""rdpt.calibrate: the noise floor, alpha/beta: auto, the beta sweep; their params and pipeline wiring."""
+"""rdpt.provenance.calibrate: the noise floor, alpha/beta: auto, the beta sweep; their params and pipeline wiring."""
 
 import json
 from pathlib import Path
@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from rdpt import RdptError
-from rdpt.calibrate import (
-    beta_sweep,
+from rdpt.params import parse_params
+from rdpt.provenance.calibrate import (
     ceil_significant,
     noise_floor,
     pick_responses,
@@ -18,8 +18,9 @@ from rdpt.calibrate import (
     rescore_replicates,
     resolve_thresholds,
 )
-from rdpt.classify import CLASSES, classify, classify_frame
-from rdpt.params import parse_params
+from rdpt.provenance.classify import beta_sweep
+from rdpt.provenance.rules import CLASSES, classify_frame
+from rdpt.provenance.rules import label as classify
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("teacher", "student", "distilled")
@@ -179,8 +180,9 @@ def test_beta_sweep_matches_classify_at_every_beta():
 def test_rescore_replicates_batch_matches_the_scorer_and_precision_moves_it(tiny_lm_factory):
     import torch
 
+    from rdpt.engines.hf import HfEngine
     from rdpt.models import load_model, load_tokenizer
-    from rdpt.score import ScoreItem, score_items
+    from rdpt.provenance.score import ScoreItem, score_items
 
     corpus = ["The cat sat on the mat. Then it slept.", "Two plus three is five. So the answer is 5."] * 20
     template = "{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}A: "
@@ -193,8 +195,9 @@ def test_rescore_replicates_batch_matches_the_scorer_and_precision_moves_it(tiny
         items.append(ScoreItem(key=f"r{i}", prompt="Q: ?\nA: ", response=text, spans=list(zip(cut, cut[1:]))))
     index = [list(range(len(it.spans))) for it in items]
     model = load_model(folder, torch.device("cpu"), torch.float32)
-    main, _ = score_items(model, tok, items, progress=False)  # both responses in one padded batch
-    table = rescore_replicates(model, tok, items, index, ["precision", "batch"], chunk_size=8)
+    engine = HfEngine(model, chunk_size=16, pad_id=tok.pad_token_id)
+    main, _ = score_items(engine, tok, items, progress=False)  # both responses in one padded batch
+    table = rescore_replicates(engine, tok, items, index, ["precision", "batch"])
     assert list(table["replicate"].unique()) == ["batch", "precision"]  # batch first, whatever the order asked
     assert set(table.loc[table["replicate"] == "precision", "dtype"]) == {"bfloat16"}
     main_mean = np.array([s / n for sentences in main for s, n in sentences])
@@ -224,7 +227,8 @@ def _artifacts(tmp_path: Path) -> dict:
                 p["student"].append(base)
                 p["distilled"].append(base + rng.uniform(-0.05, 0.05))
             grades.append({"model": "distilled", "response_id": rid, "benchmark": "b", "question_id": f"q{q:02d}",
-                           "correct": bool(j == 0 or q % 3 == 0), "finish_reason": "stop", "n_tokens": 20 + q})
+                           "correct": bool(j == 0 or q % 3 == 0), "finish_reason": "stop", "n_tokens": 20 + q,
+                           "replacement_char": False})
     sents = pd.DataFrame(sent_rows)
     sents.to_parquet(tmp_path / "sentences.parquet")
     pd.DataFrame(grades).to_parquet(tmp_path / "graded.parquet")
@@ -250,9 +254,9 @@ def _artifacts(tmp_path: Path) -> dict:
 
 
 def test_alpha_auto_is_used_reported_and_changes_the_classes(tmp_path):
-    from rdpt.artifacts import read_table
-    from rdpt.pipeline import classify as classify_step
-    from rdpt.pipeline import correlate
+    from rdpt.analysis.correlate import correlate
+    from rdpt.io.artifacts import read_table
+    from rdpt.provenance.classify import classify as classify_step
 
     art = _artifacts(tmp_path)
     small = {"min_responses": 1, "n_bootstrap": 30, "n_permutations": 30}
@@ -284,14 +288,14 @@ def test_alpha_auto_is_used_reported_and_changes_the_classes(tmp_path):
     assert (tmp_path / "reports" / "tables" / "correlation.md").read_text().count("| b |") == 5
     png = tmp_path / "reports" / "figures" / "beta_sensitivity.png"
     first = png.read_bytes()
-    from rdpt.report import plot_beta_sensitivity
+    from rdpt.analysis.figures import plot_beta_sensitivity
 
     plot_beta_sensitivity(sweep, calibration["alpha_used"], calibration["beta_used"], png)
     assert png.read_bytes() == first and first.startswith(b"\x89PNG")  # byte-deterministic
 
 
 def test_alpha_auto_without_a_noise_floor_is_a_user_error(tmp_path):
-    from rdpt.pipeline import classify as classify_step
+    from rdpt.provenance.classify import classify as classify_step
 
     art = _artifacts(tmp_path)
     params = _params(classify={"alpha": "auto"})
@@ -309,11 +313,13 @@ def test_alpha_auto_without_a_noise_floor_is_a_user_error(tmp_path):
 
 
 def test_noise_step_writes_an_empty_table_without_loading_a_model(tmp_path):
-    from rdpt.artifacts import read_table
-    from rdpt.pipeline import noise
+    from rdpt.io.artifacts import read_table
+    from rdpt.models import role_ref
+    from rdpt.provenance.calibrate import noise
 
     art = _artifacts(tmp_path)
     params = _params(classify={"noise_responses": 0})
     out = tmp_path / "n.parquet"
-    assert noise(params, "teacher", "no/such-model", "unused.jsonl", art["sentences"], str(out)) == {"n_responses": 0}
+    assert noise(params, role_ref(params, "teacher", "no/such-model"), "teacher", "unused.jsonl",
+                 art["sentences"], str(out)) == {"n_responses": 0}
     assert read_table(out, "noise").empty

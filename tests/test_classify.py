@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from rdpt import RdptError
-from rdpt.classify import CLASSES, UNSCORED, classify, classify_frame, label_teacher_student
+from rdpt.provenance.rules import CLASSES, UNSCORED, classify_frame, label, label_teacher_student
 
 # Dyadic values (exact in float64) so "exactly alpha" really is exact.
 ALPHA, BETA = 0.125, 0.25
@@ -11,7 +11,7 @@ TINY = 2.0**-40
 
 
 def one(p_t, p_s, p_d, alpha=ALPHA, beta=BETA):
-    return classify([p_t], [p_s], [p_d], alpha, beta)[0]
+    return label([p_t], [p_s], [p_d], alpha, beta)[0]
 
 
 def test_canonical_order():
@@ -19,7 +19,7 @@ def test_canonical_order():
 
 
 def test_each_class():
-    labels = classify([0.5, 0.9, 0.2, 0.5], [0.5, 0.2, 0.9, 0.5], [0.5, 0.8, 0.8, 0.95], ALPHA, BETA)
+    labels = label([0.5, 0.9, 0.2, 0.5], [0.5, 0.2, 0.9, 0.5], [0.5, 0.8, 0.8, 0.95], ALPHA, BETA)
     assert list(labels) == ["Shared", "Teacher", "Student", "Boosted"]
 
 
@@ -52,12 +52,12 @@ def test_float_differences_are_taken_as_given():
 
 def test_vectorised_over_series():
     s = pd.Series([0.9, 0.1])
-    assert list(classify(s, 1 - s, s, 0.1, 0.1)) == ["Teacher", "Student"]
+    assert list(label(s, 1 - s, s, 0.1, 0.1)) == ["Teacher", "Student"]
 
 
 def test_non_finite_probability_is_an_error():
     with pytest.raises(RdptError, match="p_student"):
-        classify([0.5], [np.nan], [0.5], 0.1, 0.1)
+        label([0.5], [np.nan], [0.5], 0.1, 0.1)
 
 
 def test_label_teacher_student():

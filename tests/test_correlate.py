@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from rdpt import RdptError
-from rdpt.classify import CLASSES
-from rdpt.correlate import (
+from rdpt.analysis.shares import (
     area_between,
     class_shares,
     index_counts,
@@ -17,6 +16,7 @@ from rdpt.correlate import (
     share_tests,
     shares_table_markdown,
 )
+from rdpt.provenance.rules import CLASSES
 
 
 def _responses():
@@ -250,7 +250,7 @@ def test_bad_inputs_are_user_errors(mutate, message):
         class_shares(sentences, responses)
 
 
-# Figures of rdpt.report (they draw what this module computes).
+# Figures of rdpt.analysis.figures (they draw what this module computes).
 def _png_bytes(draw, path):
     draw(path)
     first = path.read_bytes()
@@ -260,7 +260,7 @@ def _png_bytes(draw, path):
 
 
 def test_action_split_figure_is_reproducible(tmp_path):
-    from rdpt.report import plot_action_split
+    from rdpt.analysis.figures import plot_action_split
 
     one = pd.DataFrame(
         {
@@ -278,7 +278,7 @@ def test_action_split_figure_is_reproducible(tmp_path):
 
 
 def test_position_curves_figure_is_reproducible(tmp_path):
-    from rdpt.report import plot_position_curves
+    from rdpt.analysis.figures import plot_position_curves
 
     curves = position_curves(_sentences(), _responses(), 1)
     area = area_between(curves)
@@ -288,7 +288,7 @@ def test_position_curves_figure_is_reproducible(tmp_path):
 
 
 def test_index_counts_figure_draws_the_counts(tmp_path, monkeypatch):
-    from rdpt import report
+    from rdpt.analysis import figures as report
 
     counts = index_counts(_sentences(), _responses(), 1)
     first, second = _png_bytes(lambda p: report.plot_index_counts(counts, 1, p), tmp_path / "counts.png")
@@ -296,7 +296,7 @@ def test_index_counts_figure_draws_the_counts(tmp_path, monkeypatch):
     assert first == second and b"matplotlib" not in first
 
     drawn = []
-    monkeypatch.setattr(report, "_save", lambda fig, path: drawn.append(fig))
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.append(fig))
     report.plot_index_counts(counts, 1, tmp_path / "unused.png", ["aime", "gpqa", "empty"])
     aime, gpqa, empty = drawn[0].axes[:3]
     correct, incorrect, threshold = aime.get_lines()
@@ -314,7 +314,7 @@ def test_index_counts_figure_draws_the_counts(tmp_path, monkeypatch):
 
 
 def test_pick_example():
-    from rdpt.report import pick_example
+    from rdpt.analysis.figures import pick_example
 
     # a0 (3 classes) beats a1 (1 class); a2 has more classes but is incorrect
     assert pick_example(_sentences(), _responses()) == "a0"

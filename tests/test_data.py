@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from rdpt import RdptError
-from rdpt.artifacts import read_table, write_table
-from rdpt.data import load_questions
+from rdpt.io.artifacts import read_table, write_table
+from rdpt.io.data import load_questions
 from rdpt.params import DatasetSpec
 
 
@@ -78,7 +78,7 @@ def test_multiple_choice_letters_options_and_gold(tmp_path):
 
 
 def test_option_order_is_a_fixed_permutation_per_id():
-    from rdpt.data import option_order
+    from rdpt.io.data import option_order
 
     orders = {qid: option_order(qid, 4) for qid in map(str, range(40))}
     assert all(sorted(o) == [0, 1, 2, 3] for o in orders.values())

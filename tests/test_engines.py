@@ -1,36 +1,49 @@
-"""External engines without vLLM: the engine contract, the server client against a stand-in server, the pipeline glue.
+"""Engines without vLLM: the engine contract on the HF engine, the server engine against stand-in servers, the glue.
 
-The real vLLM engine and a real ``vllm serve`` are tested in tests/test_vllm.py (vLLM's own venv). Here an
-HF model plays the engine, so every number has an exact reference::
+The real vLLM engine and a real ``vllm serve`` are tested in tests/test_vllm.py (vLLM's own venv). Here a
+stand-in server answers like vLLM from an HF model (full log-softmax, seeded ancestral samples), so every
+number has an exact reference. Every stand-in listens on 127.0.0.1 only; no test sends traffic elsewhere::
 
     pytest tests/test_engines.py -q
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import logging
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import numpy as np
 import pytest
 import torch
 
 from rdpt import RdptError
-from rdpt.artifacts import read_json, read_table, write_jsonl
-from rdpt.engines import ExternalEngine, prompt_seed
-from rdpt.generate import sample
-from rdpt.models import load_model, load_tokenizer, render_prompt
+from rdpt.engines.base import prompt_seed
+from rdpt.engines.hf import HfEngine
+from rdpt.engines.server import ServerEngine, is_loopback, redact, transport_warnings
+from rdpt.generation.responses import generate
+from rdpt.generation.sample import sample
+from rdpt.io.artifacts import read_json, read_table, write_jsonl
+from rdpt.io.journal import Journal, run_fingerprint
+from rdpt.models import ModelRef, load_model, load_tokenizer, render_prompt, role_ref
 from rdpt.params import ServerParams, parse_params
-from rdpt.score import ScoreItem, score_items, score_items_external
-from rdpt.segment import segment
-from rdpt.server import ServerEngine
+from rdpt.provenance.score import ScoreItem, reference_score_items, score, score_items
+from rdpt.provenance.segment import segment as segment_stage
+from rdpt.provenance.segment import split
 
 TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 CORPUS = [f"Add {a} and {b}. Then {a} + {b} = {a + b}. The answer is {a + b}." for a in range(30) for b in range(5)]
+KEY_ENV, KEY = "RDPT_TEST_SERVER_KEY", "sk-test-do-not-leak"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +71,7 @@ def _reference_prompt_logprobs(model, seq: list[int], start: int) -> tuple[np.nd
 
 def _hf_samples(model, prompt: list[int], seed: int, n: int, temperature: float, max_tokens: int,
                 stop_ids: list[int]) -> list[list[int]]:
-    """Plain ancestral samples with a private generator: the stand-in for an engine's seeded request."""
+    """Plain ancestral samples with a private generator: the stand-in for a server's seeded request."""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
@@ -75,27 +88,6 @@ def _hf_samples(model, prompt: list[int], seed: int, n: int, temperature: float,
     return out
 
 
-class HFEngine(ExternalEngine):
-    """An HF model behind the ExternalEngine contract (records what it was asked)."""
-
-    name = "hf-as-external"
-
-    def __init__(self, model):
-        self.model = model
-        self.context_length = model.config.max_position_embeddings
-        self.vocab_size = model.config.vocab_size
-        self.dtype = "float32"
-        self.calls: list[dict] = []
-
-    def sample_batch(self, prompts, seeds, *, num_samples, temperature, top_p, max_new_tokens, stop_ids):
-        self.calls.append({"prompts": prompts, "seeds": seeds})
-        return [_hf_samples(self.model, p, s, num_samples, temperature, max_new_tokens, stop_ids)
-                for p, s in zip(prompts, seeds)]
-
-    def prompt_logprobs(self, sequences, starts):
-        return [_reference_prompt_logprobs(self.model, s, k) for s, k in zip(sequences, starts)]
-
-
 def _items(tok, n: int = 6, seed: int = 0) -> list[ScoreItem]:
     rng = random.Random(seed)
     items = []
@@ -103,57 +95,80 @@ def _items(tok, n: int = 6, seed: int = 0) -> list[ScoreItem]:
         a, b = rng.randint(0, 40), rng.randint(0, 9)
         text = f"Add {a} and {b}.  Then {a} + {b} = {a + b}.\nThe answer is {a + b}." if i % 5 else ""
         items.append(ScoreItem(key=f"r{i}", prompt=render_prompt(tok, f"What is {a} + {b}?"), response=text,
-                               spans=segment(text) if text else []))
+                               spans=split(text) if text else []))
     return items
 
 
-def test_external_scores_equal_the_one_pass_scorer(tiny):
-    _, model, tok = tiny
-    items = _items(tok, 8)
-    ext, stats = score_items_external(HFEngine(model), tok, items, rank_clip=5)
-    ref, _ = score_items(model, tok, items, rank_clip=5, progress=False)
-    assert stats.n_items == 8 and stats.device == "hf-as-external" and stats.tokens_scored > 0
-    for a, b in zip(ext, ref, strict=True):
+def _assert_same_scores(got, ref) -> None:
+    for a, b in zip(got, ref, strict=True):
         assert len(a) == len(b)
         for (lp_a, n_a, r_a), (lp_b, n_b, r_b) in zip(a, b):
             assert n_a == n_b and r_a == r_b  # same tokens per sentence, same clipped ranks
             assert lp_a == pytest.approx(lp_b, abs=1e-4)
-    assert ext[0] == []  # blank response: no sentence, nothing sent to the engine
 
 
-def test_external_engine_returning_the_wrong_length_is_an_error(tiny):
+class Recording(HfEngine):
+    """The HF engine, noting what the scorer asked of it."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        self.batches: list[list[int]] = []
+
+    def token_logprobs(self, sequences, starts, *, rank_clip=None):
+        self.batches.append([len(s) for s in sequences])
+        return super().token_logprobs(sequences, starts, rank_clip=rank_clip)
+
+
+def test_engine_scores_equal_the_per_sentence_reference(tiny):
+    _, model, tok = tiny
+    items = _items(tok, 8)
+    engine = Recording(model, max_tokens_per_batch=200)
+    got, stats = score_items(engine, tok, items, rank_clip=5, progress=False)
+    _assert_same_scores(got, reference_score_items(model, tok, items, rank_clip=5))
+    assert stats.n_items == 8 and stats.device == "cpu" and stats.tokens_scored > 0
+    assert got[0] == [] and got[5] == []  # blank responses: no sentence ...
+    assert sum(len(b) for b in engine.batches) == 6  # ... and nothing sent to the engine for them
+    assert len(engine.batches) > 1 and all(sum(b) <= 200 or len(b) == 1 for b in engine.batches)
+
+
+def test_engine_returning_the_wrong_length_is_an_error(tiny):
     _, model, tok = tiny
 
-    class Short(HFEngine):
-        def prompt_logprobs(self, sequences, starts):
-            return [(lp[:-1], r[:-1]) for lp, r in super().prompt_logprobs(sequences, starts)]
+    class Short(HfEngine):
+        def token_logprobs(self, sequences, starts, *, rank_clip=None):
+            return [(lp[:-1], None) for lp, _ in super().token_logprobs(sequences, starts)]
 
     with pytest.raises(RdptError, match="returned .* log-probs for"):
-        score_items_external(Short(model), tok, _items(tok, 2), rank_clip=None)
+        score_items(Short(model), tok, _items(tok, 2), rank_clip=None, progress=False)
 
 
-def test_external_sampling_is_cut_decoded_and_seeded_per_prompt(tiny):
+def test_hf_sampling_is_cut_decoded_and_reproducible(tiny):
     _, model, _ = tiny
     tok = load_tokenizer(tiny[0], padding_side="left")
     prompts = [render_prompt(tok, f"What is {a} + 1?") for a in range(5)]
-    engine = HFEngine(model)
-    kwargs = dict(num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=7)
-    out = sample(engine, tok, prompts, batch_size=2, **kwargs)
+    engine = HfEngine(model, pad_id=tok.pad_token_id)
+    kwargs = {"num_samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 12, "batch_size": 2, "seed": 7}
+    out = sample(engine, tok, prompts, **kwargs)
     assert [len(o) for o in out] == [2] * 5
+    _assert_cut_and_decoded(out, tok, 12)
+    again = sample(HfEngine(model, pad_id=tok.pad_token_id), tok, prompts, **kwargs)
+    assert _ids(again) == _ids(out)  # HF seeds batch b from (seed, b): the same plan draws the same samples
+
+
+def _ids(out) -> list[list[list[int]]]:
+    return [[r["token_ids"] for r in rows] for rows in out]
+
+
+def _assert_cut_and_decoded(out, tok, max_new_tokens: int) -> None:
     for rows in out:
         for r in rows:
-            assert r["n_tokens"] == len(r["token_ids"]) and 1 <= r["n_tokens"] <= 12
+            assert r["n_tokens"] == len(r["token_ids"]) and 1 <= r["n_tokens"] <= max_new_tokens
             stops = [t for t in r["token_ids"] if t == tok.eos_token_id]
             assert (r["finish_reason"] == "stop") == bool(stops)
             if stops:  # cut right after the first stop id
                 assert r["token_ids"].index(tok.eos_token_id) == len(r["token_ids"]) - 1
             text_ids = r["token_ids"][:-1] if r["finish_reason"] == "stop" else r["token_ids"]
             assert r["text"] == tok.decode(text_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    # each prompt gets its own hashed seed, whatever the batch it ran in: batch size 5 gives the same samples
-    seen = sorted(s for call in engine.calls for s in call["seeds"])
-    assert seen == sorted(prompt_seed(7, i) for i in range(5))
-    again = sample(HFEngine(model), tok, prompts, batch_size=5, **kwargs)
-    assert [[r["token_ids"] for r in rows] for rows in again] == [[r["token_ids"] for r in rows] for rows in out]
 
 
 def test_prompt_seeds_are_far_apart():
@@ -163,29 +178,54 @@ def test_prompt_seeds_are_far_apart():
     assert min(np.diff(sorted(seeds))) > 64
 
 
-# ---------------------------------------------------------------------------- a stand-in vLLM server
+# ---------------------------------------------------------------------------- stand-in vLLM servers
 class StandIn:
-    """An OpenAI-compatible /v1 server in a thread, answering like vLLM from an HF model."""
+    """An OpenAI-compatible /v1 server on 127.0.0.1 in a thread, answering like vLLM from an HF model.
 
-    def __init__(self, model, name: str, fail_first: int = 0, drop_logprobs: bool = False):
+    It speaks HTTP/1.1 with keep-alive, as uvicorn does, and counts the connections it accepts. Options:
+    ``fail_first`` 503s, ``drop_logprobs``, ``redirect_to`` (an origin; ``redirect_methods`` get
+    ``redirect_code`` with a Location there), ``tls`` (an SSL server context).
+    """
+
+    def __init__(self, model, name: str, fail_first: int = 0, drop_logprobs: bool = False,
+                 redirect_to: str | None = None, redirect_methods: tuple[str, ...] = ("GET", "POST"),
+                 redirect_code: int = 302, tls: ssl.SSLContext | None = None):
         self.model, self.name = model, name
         self.fail_first, self.drop_logprobs = fail_first, drop_logprobs
-        self.requests: list[dict] = []
+        self.requests: list[dict] = []  # POST payloads
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, path, Authorization) of every request
+        self.connections = 0
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: connection reuse is visible in `connections`
+
+            def setup(self):
+                standin.connections += 1
+                super().setup()
+
             def log_message(self, *args):  # quiet
                 pass
 
-            def _send(self, code: int, payload: dict) -> None:
-                body = json.dumps(payload).encode()
+            def _send(self, code: int, payload: dict | None, headers: dict | None = None) -> None:
+                body = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
+                for k, v in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _redirected(self, method: str) -> bool:
+                standin.seen.append((method, self.path, self.headers.get("Authorization")))
+                if redirect_to is None or method not in redirect_methods:
+                    return False
+                self._send(redirect_code, None, {"Location": redirect_to + self.path})
+                return True
+
             def do_GET(self):
+                if self._redirected("GET"):
+                    return
                 if self.path == "/v1/models":
                     self._send(200, {"data": [{"id": standin.name, "max_model_len": 512}]})
                 else:
@@ -193,6 +233,8 @@ class StandIn:
 
             def do_POST(self):
                 payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self._redirected("POST"):
+                    return
                 standin.requests.append(payload)
                 if standin.fail_first > 0:
                     standin.fail_first -= 1
@@ -204,7 +246,10 @@ class StandIn:
                 self._send(200, standin.complete(payload))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        if tls is not None:  # the handshake runs on accept; a client that rejects the certificate is dropped there
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.origin = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = self.origin + "/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def complete(self, payload: dict) -> dict:
@@ -246,85 +291,209 @@ def standin(tiny):
 def test_server_scores_equal_the_hf_scorer_in_batches(tiny, standin):
     _, model, tok = tiny
     server = standin()
-    engine = ServerEngine(server.url, ServerParams(batch_size=3))
-    assert engine.model == tiny[0] and engine.context_length == 512
     items = _items(tok, 8) + _items(tok, 3, seed=1)[1:2]
-    ext, stats = score_items_external(engine, tok, items, rank_clip=100)
-    ref, _ = score_items(model, tok, items, rank_clip=100, progress=False)
-    for a, b in zip(ext, ref, strict=True):
-        for (lp_a, n_a, r_a), (lp_b, n_b, r_b) in zip(a, b):
-            assert (n_a, r_a) == (n_b, r_b) and lp_a == pytest.approx(lp_b, abs=1e-4)
-    # 7 non-blank responses (2 of 9 are blank) in requests of at most 3 token-id prompts
+    with ServerEngine(server.url, ServerParams(batch_size=3)) as engine:
+        assert engine.model == tiny[0] and engine.context_length == 512
+        got, stats = score_items(engine, tok, items, rank_clip=100, progress=False)
+    ref, _ = score_items(HfEngine(model), tok, items, rank_clip=100, progress=False)
+    _assert_same_scores(got, ref)
+    # 7 non-blank responses (2 of 9 are blank), in one planned batch, sent as requests of at most 3 prompts
     assert [len(r["prompt"]) for r in server.requests] == [3, 3, 1]
     assert all(r["prompt_logprobs"] == 0 and r["max_tokens"] == 1 for r in server.requests)
     assert stats.device == f"server:{server.url}"
+    assert server.connections == 1  # /models and the three requests on one kept-alive connection
 
 
-def test_server_sampling_sends_neutral_settings_and_decodes_ids(tiny, standin):
+def test_server_sampling_seeds_each_prompt_and_reuses_connections(tiny, standin):
     tok = load_tokenizer(tiny[0], padding_side="left")
     server = standin()
-    engine = ServerEngine(server.url, ServerParams(batch_size=2))
-    prompts = [render_prompt(tok, f"What is {a} + 2?") for a in range(3)]
-    out = sample(engine, tok, prompts, num_samples=2, temperature=0.7, top_p=0.9, max_new_tokens=10,
-                 batch_size=8, seed=3)
-    assert [len(o) for o in out] == [2, 2, 2]
-    sent = sorted(server.requests, key=lambda r: r["seed"])
-    assert sorted(r["seed"] for r in sent) == sorted(prompt_seed(3, i) for i in range(3))
-    for r in sent:
+    prompts = [render_prompt(tok, f"What is {a} + 2?") for a in range(5)]
+    kwargs = {"num_samples": 2, "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 10, "seed": 3}
+    with ServerEngine(server.url, ServerParams(batch_size=2)) as engine:
+        out = sample(engine, tok, prompts, batch_size=4, **kwargs)
+        # each prompt gets its own hashed seed whatever the batch it ran in: other batches, the same samples
+        again = sample(engine, tok, prompts, batch_size=1, **kwargs)
+    assert [len(o) for o in out] == [2] * 5 and _ids(again) == _ids(out)
+    assert len(server.requests) == 10  # one request per prompt (vLLM's seed is per request), each run
+    assert sorted(r["seed"] for r in server.requests[:5]) == sorted(prompt_seed(3, i) for i in range(5))
+    for r in server.requests:
         assert (r["n"], r["temperature"], r["top_p"], r["max_tokens"]) == (2, 0.7, 0.9, 10)
         assert (r["top_k"], r["repetition_penalty"], r["return_token_ids"]) == (0, 1.0, True)
         assert tok.eos_token_id in r["stop_token_ids"]
-    for rows in out:
-        for r in rows:
-            assert r["n_tokens"] == len(r["token_ids"]) and r["finish_reason"] in ("stop", "length")
+    _assert_cut_and_decoded(out, tok, 10)
+    # 2 in flight at once over one pooled client: 11 requests on at most 2 connections (urllib opened 11)
+    assert 1 <= server.connections <= 2
+
+
+def test_server_engine_closes_its_client(tiny, standin):
+    server = standin()
+    engine = ServerEngine(server.url, ServerParams())
+    engine.close()
+    engine.close()  # idempotent
+    assert engine._client.is_closed
 
 
 def test_server_retries_with_backoff_then_succeeds(tiny, standin, caplog):
     _, _, tok = tiny
     server = standin(fail_first=2)
-    engine = ServerEngine(server.url, ServerParams(max_retries=3, backoff_s=0.01))
-    scores, _ = score_items_external(engine, tok, _items(tok, 2), rank_clip=None)
+    with ServerEngine(server.url, ServerParams(max_retries=3, backoff_s=0.01)) as engine:
+        scores, _ = score_items(engine, tok, _items(tok, 2), rank_clip=None, progress=False)
     assert len(server.requests) == 3  # two 503s, then the answer
-    assert sum("retry" in m for m in caplog.messages) == 2
+    retries = [m for m in caplog.messages if "retry" in m]
+    assert len(retries) == 2 and "retry 1/3 in 0.0 s" in retries[0] and "retry 2/3" in retries[1]
     assert scores[1] and all(n > 0 for _, n in scores[1])
+
+
+def test_server_backoff_doubles(tiny, standin, monkeypatch):
+    _, _, tok = tiny
+    waits: list[float] = []
+    monkeypatch.setattr("rdpt.engines.server.time.sleep", waits.append)
+    server = standin(fail_first=3)
+    with ServerEngine(server.url, ServerParams(max_retries=3, backoff_s=0.5)) as engine:
+        score_items(engine, tok, _items(tok, 2), rank_clip=None, progress=False)
+    assert waits == [0.5, 1.0, 2.0]
 
 
 def test_server_gives_up_with_one_line_after_retries(tiny, standin):
     _, _, tok = tiny
     server = standin(fail_first=10)
-    engine = ServerEngine(server.url, ServerParams(max_retries=1, backoff_s=0.0))
-    with pytest.raises(RdptError) as err:
-        score_items_external(engine, tok, _items(tok, 2), rank_clip=None)
+    with ServerEngine(server.url, ServerParams(max_retries=1, backoff_s=0.0)) as engine, \
+            pytest.raises(RdptError) as err:
+        score_items(engine, tok, _items(tok, 2), rank_clip=None, progress=False)
     assert "HTTP 503: warming up after 2 attempts" in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"server {server.url}/completions: ")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_server_unreachable_is_a_clear_error():
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(RdptError, match=rf"server http://127.0.0.1:{port}/v1/models: unreachable .* "
-                                        r"\(is `vllm serve` running there"):
+    port = _free_port()
+    with pytest.raises(RdptError, match=rf"^server http://127.0.0.1:{port}/v1/models: unreachable .* after 2 "
+                                        r"attempts \(is `vllm serve` running there") as err:
         ServerEngine(f"http://127.0.0.1:{port}/v1", ServerParams(max_retries=1, backoff_s=0.0))
+    assert "\n" not in str(err.value)
 
 
 def test_server_without_prompt_logprobs_is_a_clear_error(tiny, standin):
     _, _, tok = tiny
     server = standin(drop_logprobs=True)
-    engine = ServerEngine(server.url, ServerParams())
-    with pytest.raises(RdptError, match="no prompt log-probs .* vLLM extension"):
-        score_items_external(engine, tok, _items(tok, 2), rank_clip=None)
+    with ServerEngine(server.url, ServerParams()) as engine, \
+            pytest.raises(RdptError, match="no prompt log-probs .* vLLM extension"):
+        score_items(engine, tok, _items(tok, 2), rank_clip=None, progress=False)
 
 
 def test_server_client_error_is_not_retried(tiny, standin):
     server = standin()
-    engine = ServerEngine(server.url, ServerParams(max_retries=5, backoff_s=5.0))
-    engine.model = "someone-else"
-    with pytest.raises(RdptError, match="HTTP 404: The model `someone-else` does not exist"):
-        engine.prompt_logprobs([[1, 2, 3]], [1])
+    with ServerEngine(server.url, ServerParams(max_retries=5, backoff_s=5.0)) as engine:
+        engine.model = "someone-else"
+        with pytest.raises(RdptError, match="HTTP 404: The model `someone-else` does not exist"):
+            engine.token_logprobs([[1, 2, 3]], [1])
     assert len(server.requests) == 1
 
 
-# ----------------------------------------------------------------------------------- pipeline glue
+# ------------------------------------------------------------------ servers rdpt does not trust blindly
+@pytest.mark.parametrize("code", [302, 307, 308])
+def test_a_redirect_is_never_followed_and_the_key_stays_home(tiny, standin, monkeypatch, code):
+    """A 3xx to another port: one line naming where it pointed; the other server sees nothing at all."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    elsewhere = standin()
+    server = standin(redirect_to=elsewhere.origin.replace("//", "//someone:hunter2@"), redirect_code=code)
+    with pytest.raises(RdptError) as err:
+        ServerEngine(server.url, ServerParams(api_key_env=KEY_ENV, max_retries=3, backoff_s=5.0))
+    line = str(err.value)
+    assert line == (f"server {server.url}/models: HTTP {code} redirect to {elsewhere.origin}, not followed (rdpt "
+                    "sends requests and the API key to models.<role>.server only: set it to the final URL)")
+    assert server.seen == [("GET", "/v1/models", f"Bearer {KEY}")]  # asked once, not retried
+    assert elsewhere.seen == [] and elsewhere.connections == 0
+    assert "hunter2" not in line and KEY not in line
+
+
+def test_a_redirected_post_is_an_error_not_an_empty_reply(tiny, standin, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    elsewhere = standin()
+    server = standin(redirect_to=elsewhere.origin, redirect_methods=("POST",), redirect_code=302)
+    with ServerEngine(server.url, ServerParams(api_key_env=KEY_ENV)) as engine, \
+            pytest.raises(RdptError, match=rf"/completions: HTTP 302 redirect to {elsewhere.origin}, not followed"):
+        engine.token_logprobs([[1, 2, 3]], [1])
+    assert elsewhere.seen == [] and elsewhere.connections == 0
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    """(cert.pem, key.pem) of a self-signed certificate for 127.0.0.1, made here: cryptography, else openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither the cryptography package nor the openssl CLI is available")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+        return str(cert), str(key)
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(private, hashes.SHA256()))
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def tls_standin(standin, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return standin(tls=context), cert
+
+
+def test_a_self_signed_certificate_is_a_tls_error_not_unreachable(tls_standin, caplog):
+    server, _ = tls_standin
+    with pytest.raises(RdptError) as err:
+        ServerEngine(server.url, ServerParams(max_retries=3, backoff_s=5.0))
+    line = str(err.value)
+    assert line.startswith(f"server {server.url}/models: TLS certificate verification failed (self")
+    assert "server.ca_bundle" in line and "vllm serve" not in line and "\n" not in line
+    assert not any("retry" in m for m in caplog.messages)  # a certificate does not fix itself: no retries
+
+
+def test_a_ca_bundle_trusts_the_self_signed_server(tiny, tls_standin, caplog):
+    _, _, tok = tiny
+    server, cert = tls_standin
+    with ServerEngine(server.url, ServerParams(ca_bundle=cert)) as engine:
+        assert engine.model == tiny[0]
+        scores, _ = score_items(engine, tok, _items(tok, 2), rank_clip=None, progress=False)
+    assert scores[1] and not any("verification is off" in m for m in caplog.messages)
+    with caplog.at_level(logging.WARNING), ServerEngine(server.url, ServerParams(verify=False)) as engine:
+        assert engine.model == tiny[0]
+    assert any(f"server {server.url}: TLS certificate verification is off" in m for m in caplog.messages)
+
+
+def test_a_missing_ca_bundle_is_one_line(tmp_path):
+    with pytest.raises(RdptError, match=r"server.ca_bundle '.*nope.pem': cannot load"):
+        ServerEngine("https://127.0.0.1:9/v1", ServerParams(ca_bundle=str(tmp_path / "nope.pem")))
+
+
+def test_tls_params_are_one_choice():
+    with pytest.raises(ValueError, match="ca_bundle is set but server.verify is false"):
+        ServerParams(ca_bundle="ca.pem", verify=False)
+
+
 def _params(tmp_path, teacher: str, student: str, **extra):
     bench = tmp_path / "bench.jsonl"
     write_jsonl(bench, [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(3)])
@@ -334,28 +503,89 @@ def _params(tmp_path, teacher: str, student: str, **extra):
     return parse_params(data)
 
 
+@pytest.mark.parametrize("url", ["http://user:hunter2@127.0.0.1:8000/v1", "https://:hunter2@teacher.example/v1",
+                                 "http://hunter2@127.0.0.1:8000/v1"])
+def test_credentials_in_the_server_url_are_refused_and_never_printed(tmp_path, url):
+    with pytest.raises(RdptError) as err:
+        _params(tmp_path, "t", "s", models={"teacher": {"path": "t", "server": url}, "student": {"path": "s"}})
+    line = str(err.value)
+    assert "models.teacher" in line and "credentials in the URL are refused" in line and "server.api_key_env" in line
+    assert "hunter2" not in line and "<redacted>@" in line
+    with pytest.raises(RdptError) as err:  # an engine built by hand refuses them too, before any request
+        ServerEngine(url, ServerParams())
+    assert "credentials in the URL" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_urls_are_redacted_wherever_printed():
+    assert redact("https://u:pw@h:1/v1") == "https://<redacted>@h:1/v1"
+    assert redact("http://h:1/v1?token=abc") == "http://h:1/v1?<redacted>"
+    assert redact("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+
+
+def test_plain_http_with_a_key_to_another_host_warns():
+    """The warning logic only: no test contacts an address outside this machine."""
+    warn = "the API key goes over plain http to another host"
+    for url in ("http://192.0.2.10:8000/v1", "http://teacher.example:8000/v1", "http://10.0.0.7/v1"):
+        (line,) = transport_warnings(url, api_key=True, verify=True)
+        assert line.startswith(f"server {url}: {warn}") and "use https" in line
+    for url in ("http://127.0.0.1:8000/v1", "http://127.8.9.1/v1", "http://localhost:8000/v1", "http://[::1]:80/v1",
+                "https://teacher.example/v1"):
+        assert transport_warnings(url, api_key=True, verify=True) == []
+    assert transport_warnings("http://teacher.example/v1", api_key=False, verify=True) == []
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("teacher.example")
+
+
+def test_the_engine_logs_the_http_warning_once(monkeypatch, caplog):
+    """Through the engine, with an in-memory transport: the request never leaves this process."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    asked = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append((str(request.url), request.headers.get("authorization")))
+        return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 64}]})
+
+    with caplog.at_level(logging.WARNING), ServerEngine(
+            "http://192.0.2.10:8000/v1", ServerParams(api_key_env=KEY_ENV), transport=httpx.MockTransport(answer)):
+        pass
+    assert asked == [("http://192.0.2.10:8000/v1/models", f"Bearer {KEY}")]
+    warnings = [m for m in caplog.messages if "plain http" in m]
+    assert len(warnings) == 1 and KEY not in warnings[0]
+
+
+def test_two_server_urls_give_two_journal_keys(tmp_path):
+    params = _params(tmp_path, "t", "s")
+    keys = set()
+    for url in ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1", None):
+        fingerprint = run_fingerprint(params, "score", "teacher", ModelRef("t", server=url), "server", [])
+        keys.add(Journal(tmp_path / "j", "score-teacher", fingerprint).key)
+    assert len(keys) == 3
+
+
+# ----------------------------------------------------------------------------------- pipeline glue
 def test_teacher_on_a_server_generates_and_scores_through_it(tiny, standin, tmp_path):
     """models.teacher.server routes that role to the server; the student stays on HF."""
-    from rdpt import pipeline
-
-    path, model, tok = tiny
+    path = tiny[0]
     server = standin()
     params = _params(tmp_path, path, path, models={"teacher": {"path": path, "server": server.url},
                                                    "student": {"path": path}})
-    stats = pipeline.generate(params, "teacher", path, str(tmp_path / "gen.jsonl"))
+    journals = str(tmp_path / "journal")
+    gen = str(tmp_path / "gen.jsonl")
+    stats = generate(params, role_ref(params, "teacher", path), "teacher", gen, journal_dir=journals)
     assert stats["engine"] == "server" and len(server.requests) == 3  # one request per question
-    assert pipeline.generate(params, "student", path, str(tmp_path / "gen_s.jsonl"))["engine"] == "hf"
-    gens = read_table(tmp_path / "gen.jsonl", "generations")
+    student = generate(params, role_ref(params, "student", path), "student", str(tmp_path / "gen_s.jsonl"),
+                       journal_dir=journals)
+    assert student["engine"] == "hf"
+    gens = read_table(gen, "generations")
     assert len(gens) == 6 and set(gens["finish_reason"]) <= {"stop", "length"}
     # score the server's responses under the teacher (server) and check them against the HF scorer
-    pipeline.segment(params, str(tmp_path / "gen.jsonl"), str(tmp_path / "sents.parquet"),
-                     str(tmp_path / "empty.jsonl"))
-    cost = pipeline.score(params, "teacher", path, str(tmp_path / "gen.jsonl"), str(tmp_path / "sents.parquet"),
-                          str(tmp_path / "scores"))
+    sents = str(tmp_path / "sents.parquet")
+    segment_stage(params, gen, sents, str(tmp_path / "empty.parquet"))
+    cost = score(params, role_ref(params, "teacher", path), "teacher", gen, sents, str(tmp_path / "scores"),
+                 journal_dir=journals)
     assert cost["engine"] == "server" and cost["device"] == f"server:{server.url}"
     served = read_table(tmp_path / "scores" / "scores.parquet", "scores")
-    pipeline.score(params, "student", path, str(tmp_path / "gen.jsonl"), str(tmp_path / "sents.parquet"),
-                   str(tmp_path / "scores_hf"))
+    score(params, role_ref(params, "student", path), "student", gen, sents, str(tmp_path / "scores_hf"),
+          journal_dir=journals)
     local = read_table(tmp_path / "scores_hf" / "scores.parquet", "scores")
     assert read_json(tmp_path / "scores_hf" / "cost.json")["engine"] == "hf"
     np.testing.assert_allclose(served["sum_logprob"], local["sum_logprob"], atol=1e-4)
@@ -369,15 +599,13 @@ def test_server_param_must_be_a_url(tmp_path):
 
 
 def test_vllm_engine_without_vllm_is_a_clear_error(tiny, tmp_path):
-    pytest.importorskip("pytest")
     try:
         import vllm  # noqa: F401
         pytest.skip("vllm is installed here (tests/test_vllm.py covers it)")
     except ImportError:
         pass
-    from rdpt import pipeline
-
     params = _params(tmp_path, tiny[0], tiny[0], generate={"engine": "vllm", "num_samples": 1})
+    out = tmp_path / "g.jsonl"
     with pytest.raises(RdptError, match=r"engine 'vllm': cannot import vllm .* pip install"):
-        pipeline.generate(params, "teacher", tiny[0], str(tmp_path / "g.jsonl"))
-    assert not (tmp_path / "g.jsonl").exists()
+        generate(params, role_ref(params, "teacher", tiny[0]), "teacher", str(out), journal_dir=str(tmp_path / "j"))
+    assert not out.exists()

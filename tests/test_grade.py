@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from rdpt import RdptError
-from rdpt.grade import choice_letter, extract_answer, grade, last_box
+from rdpt.generation.grade import choice_letter, extract_answer, grade, last_box
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from rdpt import RdptError
-from rdpt.artifacts import read_table
-from rdpt.identify import compare, identify
-from rdpt.identify_score import score_candidate
+from rdpt.analysis.identify import compare, identify
+from rdpt.analysis.identify_score import score_candidate
+from rdpt.io.artifacts import read_table
 from rdpt.params import ToyAltParams, parse_params
 from rdpt.presets import merge
 
@@ -150,13 +150,14 @@ PLAIN_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['c
 def traced(tmp_path_factory, tiny_lm_factory):
     """A tiny world: teacher, student, distilled (random tiny LMs), a GPT-2 alt candidate with the alt teacher's
     own tokenizer and template, 12 traced responses to 6 questions, scored under S, D and T."""
-    from rdpt.models import resolve_device
-    from rdpt.pipeline import score, segment
+    from rdpt.models import resolve_device, role_ref
+    from rdpt.provenance.score import score
+    from rdpt.provenance.segment import segment
+    from rdpt.toy.alt import ALT_STYLE, ALT_TOKENIZER, build_gpt2
     from rdpt.toy.styles import STYLES
     from rdpt.toy.task import make_toy_data
     from rdpt.toy.tokenizer import train_tokenizer
-    from rdpt.toy.world import _tokenizer_texts
-    from rdpt.toy_alt import ALT_STYLE, ALT_TOKENIZER, build_gpt2
+    from rdpt.toy.world import tokenizer_texts
 
     root = tmp_path_factory.mktemp("identify")
     data = make_toy_data(0, 0, 6, {"c": 40})
@@ -166,7 +167,7 @@ def traced(tmp_path_factory, tiny_lm_factory):
     student = tiny_lm_factory("id-student", corpus, chat_template=PLAIN_TEMPLATE, bos=False, seed=2)
     distilled = tiny_lm_factory("id-distilled", corpus, chat_template=PLAIN_TEMPLATE, bos=False, seed=3)
     pairs = [(p.question(), ALT_STYLE.solve(p, rng)) for p in data.corpora["c"]]
-    alt_tok = train_tokenizer(_tokenizer_texts(ALT_TOKENIZER, pairs), 300, ALT_TOKENIZER, 512)
+    alt_tok = train_tokenizer(tokenizer_texts(ALT_TOKENIZER, pairs), 300, ALT_TOKENIZER, 512)
     alt = root / "alt"
     model = build_gpt2(alt_tok, layers=1, hidden=32, heads=2, context=512, seed=0)
     model.save_pretrained(alt)
@@ -192,7 +193,8 @@ def traced(tmp_path_factory, tiny_lm_factory):
     sents = root / "sentences.parquet"
     segment(params, str(gens), str(sents), str(root / "empty.parquet"))
     for role, path in (("teacher", teacher), ("student", student), ("distilled", distilled)):
-        score(params, role, path, str(gens), str(sents), str(root / "scores" / role), journal_dir=str(root / "j"))
+        score(params, role_ref(params, role, path), role, str(gens), str(sents), str(root / "scores" / role),
+              journal_dir=str(root / "j"))
     (root / "calibration.json").write_text(json.dumps({"alpha_used": 0.1, "beta_used": 0.1}))
     return params, root
 
@@ -228,7 +230,7 @@ def test_score_candidate_reuses_the_teacher_and_scores_the_others(traced, candid
 
 
 def test_identify_writes_reports_consistent_with_classify(traced, candidates):
-    from rdpt.pipeline import classify
+    from rdpt.provenance.classify import classify
 
     params, root = traced
     cands = candidates
@@ -272,7 +274,7 @@ def test_identify_names_a_missing_candidate(traced, tmp_path):
 
 def test_micro_alt_teacher_builds_and_loads_like_a_hub_model(tmp_path):
     from rdpt.models import load_model, load_tokenizer, render_prompt
-    from rdpt.toy_alt import build_alt_teacher
+    from rdpt.toy.alt import build_alt_teacher
 
     micro = ToyAltParams(corpus=40, vocab=300, layers=1, hidden=32, heads=2, steps=2, batch_size=8,
                          eval_max_new_tokens=4)

@@ -11,8 +11,9 @@ import torch
 import yaml
 
 from rdpt import RdptError
-from rdpt.launch import fine_tune, launch_command
+from rdpt.models import ModelRef
 from rdpt.params import parse_params
+from rdpt.training.launch import fine_tune, launch_command
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = "{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}A:{% endif %}"
@@ -57,18 +58,19 @@ def one_process(setup, tmp_path_factory):
     """The reference: one process, batch 8 (2 epochs of 32 examples = 8 steps)."""
     student, rows = setup
     out = tmp_path_factory.mktemp("one") / "model"
-    return fine_tune(_params(student, batch_size=8), student, rows, seed=0, out_dir=out), out
+    return fine_tune(_params(student, batch_size=8), ModelRef(student), rows, seed=0, out_dir=out), out
 
 
 def test_in_process_matches_a_direct_sft_call(setup, one_process, tmp_path):
     """The in-process path is the former distill code: load, sft, save_pretrained (same stats, same weights)."""
-    from rdpt.pipeline import _load
-    from rdpt.train import sft
+    from rdpt.models import load_model, load_tokenizer
+    from rdpt.training.sft import sft
 
     student, rows = setup
     stats, out = one_process
     params = _params(student, batch_size=8)
-    model, tok = _load(params, "student", student)
+    tok = load_tokenizer(student, padding_side="right")
+    model = load_model(student, torch.device("cpu"), torch.float32)
     from rdpt.models import render_prompt
 
     examples = [{"prompt": render_prompt(tok, q), "response": t} for q, t in zip(rows["question"], rows["text"])]
@@ -100,7 +102,7 @@ def test_two_gloo_processes_follow_the_one_process_curve(setup, one_process, tmp
     out = tmp_path / "model"
     config = config and str(ROOT / config)
     params = _params(student, batch_size=4, launch={"num_processes": 2, "config_file": config})
-    stats = fine_tune(params, student, rows, seed=0, out_dir=out)
+    stats = fine_tune(params, ModelRef(student), rows, seed=0, out_dir=out)
 
     assert stats["launch"] == {"num_processes": 2, "mixed_precision": None, "config_file": config, "in_process": False}
     assert stats["steps"] == ref["steps"] == 8
@@ -126,7 +128,7 @@ def test_launch_command_line(setup):
     cmd = launch_command(params, "spec.json")
     assert cmd[1:] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1", "--dynamo_backend",
                        "no", "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "29517",
-                       "-m", "rdpt.launch", "spec.json"]
+                       "-m", "rdpt.training.launch", "spec.json"]
     config = str(ROOT / "configs" / "accelerate" / "fsdp.yaml")
     params = _params(student, batch_size=4, launch={"num_processes": 8, "config_file": config,
                                                     "mixed_precision": "bf16"})
@@ -139,7 +141,7 @@ def test_a_missing_config_file_is_one_line_and_leaves_nothing(setup, tmp_path):
     student, rows = setup
     params = _params(student, batch_size=4, launch={"config_file": str(tmp_path / "nope.yaml")})
     with pytest.raises(RdptError, match=r"^launch.config_file: .*nope.yaml does not exist$"):
-        fine_tune(params, student, rows, seed=0, out_dir=tmp_path / "model")
+        fine_tune(params, ModelRef(student), rows, seed=0, out_dir=tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -148,7 +150,7 @@ def test_a_failing_worker_is_one_line_and_leaves_nothing(setup, tmp_path):
     # every example is longer than 8 tokens: each worker's sft raises, the launch exits non-zero
     params = _params(student, batch_size=4, launch={"num_processes": 2}, max_length=8)
     with pytest.raises(RdptError) as info:
-        fine_tune(params, student, rows, seed=0, out_dir=tmp_path / "model")
+        fine_tune(params, ModelRef(student), rows, seed=0, out_dir=tmp_path / "model")
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("accelerate launch failed (exit code 1): sft: no example to train on (32 given, 32 too")

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rdpt.score import assign_tokens
-from rdpt.segment import segment
+from rdpt.provenance.segment import split
+from rdpt.provenance.tokens import assign_tokens
 from rdpt.toy.styles import STYLES
 from rdpt.toy.task import make_toy_data
 from rdpt.toy.tokenizer import STUDENT_TOKENIZER, TEACHER_TOKENIZER, train_tokenizer
@@ -36,7 +36,7 @@ texts = st.text(
 @given(text=texts)
 def test_every_token_in_exactly_one_sentence(toy_tokenizers, role, text):
     tok = toy_tokenizers[role]
-    spans = segment(text)
+    spans = split(text)
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [tuple(o) for o in enc["offset_mapping"]]
     if not spans:

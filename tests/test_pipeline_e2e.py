@@ -41,18 +41,21 @@ def _merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def _dvc(cwd: Path, *args: str) -> str:
+def _dvc(cwd: Path, *args: str, trace: Path | None = None) -> str:
     # Stages run `python stages/...`: make that the interpreter running the tests (its venv), importing
     # the repo copy's rdpt rather than the editable install (the tree may change while the test runs).
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(cwd)}
+    if trace is not None:  # every stage records the params keys it reads (rdpt/params/trace.py)
+        env["RDPT_PARAMS_TRACE"] = str(trace)
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
 
 def _ran(log: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", log))
+    # params_check (always_changed, no outs) validates the params file at every repro: not a rerun of anything
+    return set(re.findall(r"Running stage '([^']+)'", log)) - {"params_check"}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,33 @@ def micro_repo(tmp_path_factory):
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), MICRO)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(repo, "init", "--no-scm", "-q")
-    log = _dvc(repo, "repro")
+    log = _dvc(repo, "repro", trace=repo / ".params_trace")
     return repo, log
+
+
+@pytest.mark.slow
+def test_every_params_key_a_stage_reads_is_listed_in_dvc_yaml(micro_repo):
+    """dvc.yaml held to the code, params half: a key a stage read but does not list would not rerun it."""
+    import shlex
+
+    repo, _ = micro_repo
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    by_argv = {tuple(shlex.split(entry["cmd"])[1:]): name for name, entry in lock.items()}
+    records = [json.loads(p.read_text()) for p in (repo / ".params_trace").glob("*.json")]
+    checked, missing = set(), []
+    for record in records:
+        name = by_argv.get(tuple(record["argv"]))
+        if name is None:
+            continue  # a process that is not a stage command line (none expected, but harmless)
+        if "params.yaml" in (lock[name].get("deps") and [d["path"] for d in lock[name]["deps"]] or []):
+            continue  # a stage with the whole file as a dep (params_check) reruns on any edit
+        listed = list((lock[name].get("params") or {}).get("params.yaml", {}))
+        checked.add(name)
+        for key in record["keys"]:
+            if not any(key == p or key.startswith(p + ".") for p in listed):
+                missing.append(f"{name} reads {key} but lists {listed}")
+    assert missing == []
+    assert {"teach", "generate@teacher", "score@distilled", "noise@teacher", "classify", "select_data"} <= checked
 
 
 @pytest.mark.slow
@@ -121,7 +149,7 @@ def test_second_repro_is_noop_and_beta_reruns_only_downstream(micro_repo):
 def test_selection_experiment_fills_its_reports(micro_repo):
     repo, log = micro_repo
     ran = _ran(log)
-    assert {"candidates", "select_score@teacher", "select_score@student", "select", "select_report"} <= ran
+    assert {"candidates", "select_score@teacher", "select_score@student", "select_data", "select_report"} <= ran
     assert {f"select_run@{arm}-{seed}" for arm in ("teacher_count", "rsr") for seed in (0, 1)} <= ran
     metrics = json.loads((repo / "reports" / "selection.json").read_text())
     for bench in ("toy_easy", "toy_hard", "avg"):
@@ -141,7 +169,7 @@ def test_select_beta_reruns_only_what_it_changes(micro_repo):
     params["select"]["beta"] = 0.4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_dvc(repo, "repro"))
-    assert "select" in ran and "select_report" in ran
+    assert "select_data" in ran and "select_report" in ran
     # rsr does not read beta: its selections are byte-identical, so its runs stay cached.
     assert not {r for r in ran if r.startswith("select_run@rsr")}
     assert not ran & {"candidates", "select_score@teacher", "select_score@student", "classify", "correlate"}

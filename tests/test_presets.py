@@ -11,8 +11,8 @@ import yaml
 from click.testing import CliRunner
 
 from rdpt import RdptError
-from rdpt.data import load_questions
-from rdpt.grade import grade
+from rdpt.generation.grade import grade
+from rdpt.io.data import load_questions
 from rdpt.params import load_params
 from rdpt.presets import compose, main, merge, presets
 
@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = ROOT / "params.yaml"
 FIXTURES = ROOT / "tests" / "fixtures"
 PRESETS = presets(ROOT / "configs")
+# Paper presets name hub models and datasets (checked against local fixtures of their real columns); a local preset
+# (configs/real-cpu.yaml: real weights installed from package registries into local folders) is checked apart.
+PAPER = [p for p in PRESETS if "/" in str(yaml.safe_load(p.read_text())["models"]["teacher"]["path"]).strip("./")
+         and not str(yaml.safe_load(p.read_text())["models"]["teacher"]["path"]).startswith("data/")]
+LOCAL = [p for p in PRESETS if p not in PAPER]
 
 # (hub id, config name) -> a local file with the real dataset's columns and answer formats (rows written for tests)
 FIXTURE_OF = {
@@ -59,7 +64,7 @@ RESPONSES["gpqa_diamond.jsonl"] = {
 
 
 def _benchmarks():
-    for preset in PRESETS:
+    for preset in PAPER:
         _, params = compose(preset, DEFAULTS)
         for name, spec in params.data.benchmarks.items():
             yield pytest.param(spec, id=f"{preset.stem}:{name}")
@@ -69,7 +74,7 @@ def test_the_paper_presets_are_there():
     assert {p.stem for p in PRESETS} >= {"r1-distill-qwen-7b", "r1-0528-qwen3-8b", "selection-acereason-qwen3-4b"}
 
 
-@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("preset", PAPER, ids=lambda p: p.stem)
 def test_preset_merges_over_the_defaults_and_validates(preset):
     merged, params = compose(preset, DEFAULTS)
     raw = yaml.safe_load(preset.read_text())
@@ -111,8 +116,8 @@ def _candidate_datasets():
 
 @pytest.mark.parametrize("spec", list(_candidate_datasets()))
 def test_candidate_dataset_loads_from_a_fixture_like_it(spec):
-    from rdpt.data import load_candidates
-    from rdpt.grade import extract_answer
+    from rdpt.generation.grade import extract_answer
+    from rdpt.io.data import load_candidates
 
     fixture = FIXTURE_OF[(spec.path, spec.name)]
     candidates = load_candidates(spec.model_copy(update={"path": str(FIXTURES / fixture)}))
@@ -196,3 +201,11 @@ def test_python_m_checks_every_preset():
     out = subprocess.run([sys.executable, "-m", "rdpt.presets", "check"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"configs/{p.name}: ok" for p in PRESETS]
+
+
+@pytest.mark.parametrize("preset", LOCAL, ids=lambda p: p.stem)
+def test_local_presets_validate_and_name_local_models(preset):
+    _, params = compose(preset, DEFAULTS)
+    for role in ("teacher", "student"):
+        assert getattr(params.models, role).path.startswith("data/")  # built locally, never a hub id
+    assert params.data.benchmarks and all(spec.path.startswith("data/") for spec in params.data.benchmarks.values())

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from rdpt import RdptError
-from rdpt.journal import Journal, model_fingerprint
+from rdpt.io.journal import Journal, model_fingerprint
 from rdpt.params import parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,30 +122,36 @@ def _interrupt_after(monkeypatch, n: int) -> None:
 
 
 def test_teach_resumes_after_an_interruption(world, tmp_path, monkeypatch, caplog):
-    from rdpt.pipeline import teach
+    from rdpt.generation.responses import teach
+    from rdpt.models import role_ref
 
     params, model = world["params"], world["model"]
-    reference = teach(params, model, str(tmp_path / "ref.jsonl"), journal_dir=str(tmp_path / "j_ref"))
+    reference = teach(params, role_ref(params, "teacher", model), str(tmp_path / "ref.jsonl"),
+                      journal_dir=str(tmp_path / "j_ref"))
     assert not any((tmp_path / "j_ref").iterdir())  # deleted after success
     with monkeypatch.context() as m:
         _interrupt_after(m, 2)
         with pytest.raises(_Interrupt):
-            teach(params, model, str(tmp_path / "out.jsonl"), journal_dir=str(tmp_path / "j"))
+            teach(params, role_ref(params, "teacher", model), str(tmp_path / "out.jsonl"),
+                  journal_dir=str(tmp_path / "j"))
     assert not (tmp_path / "out.jsonl").exists()  # no half-written artifact
-    with caplog.at_level("INFO", logger="rdpt.journal"):
-        assert teach(params, model, str(tmp_path / "out.jsonl"), journal_dir=str(tmp_path / "j")) == reference
+    with caplog.at_level("INFO",
+                         logger="rdpt.io.journal"):
+        assert teach(params, role_ref(params, "teacher", model), str(tmp_path / "out.jsonl"),
+                     journal_dir=str(tmp_path / "j")) == reference
     assert "teach: 4 unit(s): 2 from the journal, 2 computed" in caplog.text  # 7 questions, 2 per batch
     assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
 
 
 def test_resumed_sampling_skips_finished_batches_and_matches(world):
-    from rdpt.generate import sample
-    from rdpt.models import load_model, load_tokenizer, render_prompt
-
     import torch
 
+    from rdpt.engines.hf import HfEngine
+    from rdpt.generation.sample import sample
+    from rdpt.models import load_model, load_tokenizer, render_prompt
+
     tok = load_tokenizer(world["model"], padding_side="left")
-    model = load_model(world["model"], torch.device("cpu"), torch.float32)
+    model = HfEngine(load_model(world["model"], torch.device("cpu"), torch.float32), pad_id=tok.pad_token_id)
     prompts = [render_prompt(tok, f"Ana has {i} pens. Sum?" + " more" * (i % 4)) for i in range(7)]
     args = dict(num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=2, seed=3)
     seen: dict[int, list] = {}
@@ -157,33 +163,47 @@ def test_resumed_sampling_skips_finished_batches_and_matches(world):
     assert ran == [1, 3] and resumed == full  # later batches draw the same samples as in one go
 
 
-def test_journaled_scoring_is_exactly_score_items_and_resumes(world, tmp_path, monkeypatch):
-    """Same batches as one score_items call: bit-identical results, fresh or resumed."""
+def test_resumed_scoring_is_bit_identical_to_an_uninterrupted_run(world, tmp_path):
+    """score_items with the batches of an interrupted run as ``done``: the same plan, bit-identical results."""
     import torch
 
+    from rdpt.engines.hf import HfEngine
     from rdpt.models import load_model, load_tokenizer, render_prompt
-    from rdpt.pipeline import _score_journaled
-    from rdpt.score import ScoreItem, score_items
-    from rdpt.segment import segment
+    from rdpt.provenance.score import ScoreItem, score_items
+    from rdpt.provenance.segment import split
 
     tok = load_tokenizer(world["model"])
     model = load_model(world["model"], torch.device("cpu"), torch.float32)
     texts = [" ".join(CORPUS[i: i + 1 + i % 3]) for i in range(9)] + ["", "x"]
-    items = [ScoreItem(f"r{i}", render_prompt(tok, f"q{i}"), t, segment(t)) for i, t in enumerate(texts)]
+    items = [ScoreItem(f"r{i}", render_prompt(tok, f"q{i}"), t, split(t)) for i, t in enumerate(texts)]
     sp = world["params"].score
-    want, _ = score_items(model, tok, items, chunk_size=sp.chunk_size, max_tokens_per_batch=sp.max_tokens_per_batch,
-                          progress=False, rank_clip=getattr(sp, "rank_clip", None))
-    got, stats = _score_journaled(model, tok, items, sp, Journal(tmp_path, "s", {}), "score")
-    assert got == want and stats.n_items == len(items) and stats.tokens_scored > 0
 
-    with monkeypatch.context() as m:
-        _interrupt_after(m, 2)
-        with pytest.raises(_Interrupt):
-            _score_journaled(model, tok, items, sp, Journal(tmp_path, "t", {}), "score")
-    journal = Journal(tmp_path, "t", {})
-    resumed, resumed_stats = _score_journaled(model, tok, items, sp, journal, "score")
-    assert journal.n_resumed == 2 and len(journal.done) > 2
-    assert resumed == want and resumed_stats.tokens_scored == stats.tokens_scored
+    def engine():  # a budget of a few responses per batch, so the run has several batches
+        return HfEngine(model, chunk_size=sp.chunk_size, max_tokens_per_batch=200, pad_id=tok.pad_token_id)
+
+    seen = []
+    want, stats = score_items(engine(), tok, items, progress=False, rank_clip=sp.rank_clip,
+                              on_batch=lambda keys, scores, st: seen.append((keys, st)))
+    assert stats.n_items == len(items) and stats.tokens_scored > 0 and len(seen) > 3
+    assert sum(st["tokens_scored"] for _, st in seen) == stats.tokens_scored
+    assert sorted(k for keys, _ in seen for k in keys) == sorted(it.key for it in items)  # each response once
+
+    class Killed(Exception):
+        pass
+
+    records = []
+
+    def killed_after_two(keys, scores, st):
+        records.append((keys, scores, st))
+        if len(records) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        score_items(engine(), tok, items, progress=False, rank_clip=sp.rank_clip, on_batch=killed_after_two)
+    done = {k: [tuple(x) for x in s] for keys, scores, _ in records for k, s in zip(keys, scores)}
+    resumed, resumed_stats = score_items(engine(), tok, items, progress=False, rank_clip=sp.rank_clip, done=done)
+    assert resumed == want
+    assert resumed_stats.tokens_scored + sum(st["tokens_scored"] for *_, st in records) == stats.tokens_scored
 
 
 # ------------------------------------------------------------------------------ SIGKILL of a stage
@@ -191,13 +211,13 @@ def test_journaled_scoring_is_exactly_score_items_and_resumes(world, tmp_path, m
 # SIGKILL it after a few batches were journaled, whatever the machine's speed.
 _SLOW_DRIVER = """
 import runpy, sys, time
-import rdpt.journal
-append = rdpt.journal.Journal.append
+import rdpt.io.journal
+append = rdpt.io.journal.Journal.append
 def slow(self, unit, data):
     out = append(self, unit, data)
     time.sleep(0.3)
     return out
-rdpt.journal.Journal.append = slow
+rdpt.io.journal.Journal.append = slow
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -245,10 +265,12 @@ def _resume_and_compare(args: list[str], journal_root: Path, slot: str, n_units:
 @pytest.fixture(scope="module")
 def reference_generations(world):
     """An uninterrupted run, in this process (the stage subprocesses must match it to the byte)."""
-    from rdpt.pipeline import generate
+    from rdpt.generation.responses import generate
+    from rdpt.models import role_ref
 
     out = world["root"] / "ref_generations.jsonl"
-    generate(world["params"], "distilled", world["model"], str(out), journal_dir=str(world["root"] / "j_ref"))
+    ref = role_ref(world["params"], "distilled", world["model"])
+    generate(world["params"], ref, "distilled", str(out), journal_dir=str(world["root"] / "j_ref"))
     return out
 
 
@@ -265,7 +287,9 @@ def test_generate_killed_mid_run_resumes_to_the_same_bytes(world, reference_gene
 
 @pytest.mark.slow
 def test_score_killed_mid_run_resumes_to_the_same_bytes(world, reference_generations, tmp_path):
-    from rdpt.pipeline import score, segment
+    from rdpt.models import role_ref
+    from rdpt.provenance.score import score
+    from rdpt.provenance.segment import segment
 
     sentences = tmp_path / "sentences.parquet"
     segment(world["params"], str(reference_generations), str(sentences), str(tmp_path / "empty.parquet"))
@@ -276,7 +300,8 @@ def test_score_killed_mid_run_resumes_to_the_same_bytes(world, reference_generat
                 "--sentences", str(sentences), "--out", str(out), "--journal-dir", str(journal_root)]
 
     reference = tmp_path / "reference"  # uninterrupted, in this process
-    score(world["params"], "teacher", world["model"], str(reference_generations), str(sentences), str(reference),
+    ref = role_ref(world["params"], "teacher", world["model"])
+    score(world["params"], ref, "teacher", str(reference_generations), str(sentences), str(reference),
           journal_dir=str(tmp_path / "j_ref"))
     out, journal_root = tmp_path / "scores", tmp_path / "journal"
     n_done = _kill_after(args(out, journal_root), journal_root, 3)
@@ -293,3 +318,25 @@ def test_score_killed_mid_run_resumes_to_the_same_bytes(world, reference_generat
     cost, ref_cost = (json.loads((d / "cost.json").read_text()) for d in (out, reference))
     assert cost["tokens_scored"] == ref_cost["tokens_scored"] and cost["n_items"] == ref_cost["n_items"]
     assert list(journal_root.iterdir()) == []
+
+
+def test_a_journal_whose_artifact_came_from_elsewhere_is_pruned(tmp_path):
+    """Killed, then DVC restored the output from its run cache: the orphan journal goes at the next repro."""
+    import os
+
+    from rdpt.io.journal import prune_orphans
+
+    target, other = tmp_path / "out.jsonl", tmp_path / "other.jsonl"
+    for slot, tgt in (("orphan", target), ("waiting", other)):
+        with Journal(tmp_path / "j", slot, {"s": slot}, target=tgt) as journal:
+            journal.append("0", {"x": 1})
+    target.write_text("restored\n")
+    later = os.stat(next((tmp_path / "j").glob("orphan--*")) / "units.jsonl").st_mtime + 5
+    os.utime(target, (later, later))
+    gone = prune_orphans(tmp_path / "j")
+    assert [g.name.split("--")[0] for g in gone] == ["orphan"]
+    assert [p.name.split("--")[0] for p in (tmp_path / "j").iterdir()] == ["waiting"]  # its artifact is absent
+    with Journal(tmp_path / "j", "waiting", {"s": "waiting"}, target=other) as journal:  # in use: kept
+        other.write_text("x\n")
+        os.utime(other, (later + 10, later + 10))
+        assert prune_orphans(tmp_path / "j") == [] and journal.n_resumed == 1

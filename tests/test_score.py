@@ -25,10 +25,18 @@ from transformers import (
     Qwen2Config,
 )
 
-import rdpt.score as score_module
 from rdpt import RdptError
+from rdpt.engines.hf import HfEngine
 from rdpt.models import encode_prompt_response, load_model, load_tokenizer, render_prompt
-from rdpt.score import ScoreItem, assign_tokens, plan_batches, reference_score_items, score_items
+from rdpt.provenance.score import ScoreItem, plan_batches, reference_score_items, score_items
+from rdpt.provenance.tokens import assign_tokens
+
+
+def score_hf(model, tok, items, *, chunk_size=1024, max_tokens_per_batch=16384, **kwargs):
+    """score_items on a loaded HF model: the hf engine with the scorer's chunk and batch budget."""
+    engine = HfEngine(model, chunk_size=chunk_size, max_tokens_per_batch=max_tokens_per_batch, pad_id=tok.pad_token_id)
+    return score_items(engine, tok, items, **kwargs)
+
 
 WORDS = "we add the value of x then carry one so total is check again sum digits answer step".split()
 
@@ -159,7 +167,7 @@ def test_one_pass_matches_per_sentence_reference(pairs, name):
         straddling += sum(any(s < c < e for c in cuts) for s, e in enc.offsets)
     assert straddling > 0
 
-    got, stats = score_items(model, tok, items, chunk_size=16, max_tokens_per_batch=200, progress=False)
+    got, stats = score_hf(model, tok, items, chunk_size=16, max_tokens_per_batch=200, progress=False)
     want = reference_score_items(model, tok, items)
     _close(got, want)
     assert stats.n_items == 6 and stats.dtype == "float32" and stats.device == "cpu"
@@ -175,7 +183,7 @@ def test_clipped_ranks_match_full_softmax_reference(pairs, name):
     model, tok = pairs[name]
     items = _items(tok, 4)
     for clip in (1, 5, 10_000):
-        got, _ = score_items(model, tok, items, chunk_size=7, max_tokens_per_batch=150, progress=False,
+        got, _ = score_hf(model, tok, items, chunk_size=7, max_tokens_per_batch=150, progress=False,
                              rank_clip=clip)
         want = reference_score_items(model, tok, items, rank_clip=clip)
         _close([[x[:2] for x in r] for r in got], [[x[:2] for x in r] for r in want])
@@ -185,7 +193,7 @@ def test_clipped_ranks_match_full_softmax_reference(pairs, name):
     # Not vacuous: with a loose clip, random weights put many targets far from the top.
     ranks = [rank / n for r in got for _, n, rank in r if n]
     assert max(ranks) > 5
-    plain, _ = score_items(model, tok, items, progress=False)  # ranks off: two-field tuples, same sums
+    plain, _ = score_hf(model, tok, items, progress=False)  # ranks off: two-field tuples, same sums
     assert all(len(x) == 2 for r in plain for x in r)
 
 
@@ -199,30 +207,30 @@ def test_tokenizers_differ_on_the_same_text(pairs):
 def test_chunked_equals_unchunked(pairs, chunk_size):
     model, tok = pairs["qwen2"]
     items = _items(tok, 4, seed=2)
-    whole, _ = score_items(model, tok, items, chunk_size=100_000, progress=False)
-    chunked, _ = score_items(model, tok, items, chunk_size=chunk_size, progress=False)
+    whole, _ = score_hf(model, tok, items, chunk_size=100_000, progress=False)
+    chunked, _ = score_hf(model, tok, items, chunk_size=chunk_size, progress=False)
     _close(chunked, whole, tol=1e-6)
 
 
 def test_batched_equals_single_and_is_padding_invariant(pairs):
     model, tok = pairs["llama"]
     items = _items(tok, 8, seed=3)
-    singles = [score_items(model, tok, [item], progress=False)[0][0] for item in items]
-    together, _ = score_items(model, tok, items, max_tokens_per_batch=100_000, progress=False)
+    singles = [score_hf(model, tok, [item], progress=False)[0][0] for item in items]
+    together, _ = score_hf(model, tok, items, max_tokens_per_batch=100_000, progress=False)
     _close(together, singles)
     # The shortest item scored next to a long one or next to a short one: same scores.
     by_len = sorted(items, key=lambda it: len(it.response))
-    with_long, _ = score_items(model, tok, [by_len[0], by_len[-1]], max_tokens_per_batch=10**6, progress=False)
-    with_short, _ = score_items(model, tok, [by_len[0], by_len[1]], max_tokens_per_batch=10**6, progress=False)
+    with_long, _ = score_hf(model, tok, [by_len[0], by_len[-1]], max_tokens_per_batch=10**6, progress=False)
+    with_short, _ = score_hf(model, tok, [by_len[0], by_len[1]], max_tokens_per_batch=10**6, progress=False)
     _close([with_long[0]], [with_short[0]])
 
 
 def test_order_preserved(pairs):
     model, tok = pairs["qwen2"]
     items = _items(tok, 7, seed=4)
-    scores, _ = score_items(model, tok, items, max_tokens_per_batch=300, progress=False)
+    scores, _ = score_hf(model, tok, items, max_tokens_per_batch=300, progress=False)
     perm = [3, 0, 6, 1, 5, 2, 4]
-    permuted, _ = score_items(model, tok, [items[i] for i in perm], max_tokens_per_batch=300, progress=False)
+    permuted, _ = score_hf(model, tok, [items[i] for i in perm], max_tokens_per_batch=300, progress=False)
     _close(permuted, [scores[i] for i in perm])
     assert [len(s) for s in scores] == [len(item.spans) for item in items]
 
@@ -230,18 +238,18 @@ def test_order_preserved(pairs):
 def test_out_of_memory_halves_the_batch_and_drops_nothing(pairs, monkeypatch):
     model, tok = pairs["llama"]
     items = _items(tok, 6, seed=5)
-    want, _ = score_items(model, tok, items, max_tokens_per_batch=10**6, progress=False)
-    real = score_module._token_logprobs
+    want, _ = score_hf(model, tok, items, max_tokens_per_batch=10**6, progress=False)
+    real = HfEngine._forward
     sizes = []
 
-    def small_memory(model, batch, chunk_size, pad_id, rank_clip=None):
-        sizes.append(len(batch))
-        if len(batch) > 2:
+    def small_memory(self, sequences, starts, rank_clip=None):
+        sizes.append(len(sequences))
+        if len(sequences) > 2:
             raise torch.cuda.OutOfMemoryError("simulated")
-        return real(model, batch, chunk_size, pad_id, rank_clip)
+        return real(self, sequences, starts, rank_clip)
 
-    monkeypatch.setattr(score_module, "_token_logprobs", small_memory)
-    got, stats = score_items(model, tok, items, max_tokens_per_batch=10**6, progress=False)
+    monkeypatch.setattr(HfEngine, "_forward", small_memory)
+    got, stats = score_hf(model, tok, items, max_tokens_per_batch=10**6, progress=False)
     _close(got, want)
     assert sizes[:2] == [6, 3] and max(sizes[2:]) <= 2  # 6 fails, 3 fails, then halves succeed
     assert stats.n_items == 6
@@ -249,9 +257,9 @@ def test_out_of_memory_halves_the_batch_and_drops_nothing(pairs, monkeypatch):
     def no_memory(*args):
         raise torch.cuda.OutOfMemoryError("simulated")
 
-    monkeypatch.setattr(score_module, "_token_logprobs", no_memory)
+    monkeypatch.setattr(HfEngine, "_forward", no_memory)
     with pytest.raises(RdptError, match="out of memory"):
-        score_items(model, tok, items[:1], progress=False)
+        score_hf(model, tok, items[:1], progress=False)
 
 
 def test_context_length_error(pairs):
@@ -261,7 +269,7 @@ def test_context_length_error(pairs):
     model.config.max_position_embeddings = n - 1
     try:
         with pytest.raises(RdptError) as err:
-            score_items(model, tok, [item], progress=False)
+            score_hf(model, tok, [item], progress=False)
     finally:
         model.config.max_position_embeddings = 512
     assert str(err.value) == f"response r0: prompt + response is {n} tokens, over the model's context of {n - 1}"
@@ -275,7 +283,7 @@ def test_non_finite_logprob_is_an_error(pairs):
     head.data[:, 0] = float("nan")
     try:
         with pytest.raises(RdptError, match="response r0: non-finite"):
-            score_items(model, tok, [item], progress=False)
+            score_hf(model, tok, [item], progress=False)
     finally:
         head.data.copy_(saved)
 
@@ -287,9 +295,9 @@ def test_sentence_without_tokens_and_blank_response(pairs):
     # the sentence holding "T", so the space sentence scores nothing.
     response = "We add. Then stop."
     spans = [(0, 7), (7, 8), (8, len(response))]
-    (scores,), _ = score_items(model, tok, [ScoreItem("k", prompt, response, spans)], progress=False)
+    (scores,), _ = score_hf(model, tok, [ScoreItem("k", prompt, response, spans)], progress=False)
     assert scores[1] == (0.0, 0) and scores[0][1] > 0 and scores[2][1] > 0
-    blank, _ = score_items(model, tok, [ScoreItem("b", prompt, "  ", []), ScoreItem("e", prompt, "", [])],
+    blank, _ = score_hf(model, tok, [ScoreItem("b", prompt, "  ", []), ScoreItem("e", prompt, "", [])],
                            progress=False)
     assert blank == [[], []]
 
@@ -299,23 +307,23 @@ def test_invalid_spans_are_rejected(pairs):
     prompt = render_prompt(tok, "q")
     for spans in ([(0, 3)], [(0, 3), (4, 7)], [(1, 7)], []):
         with pytest.raises(RdptError, match="response bad"):
-            score_items(model, tok, [ScoreItem("bad", prompt, "abc def", spans)], progress=False)
+            score_hf(model, tok, [ScoreItem("bad", prompt, "abc def", spans)], progress=False)
 
 
 def test_tokenizer_model_mismatch_is_an_error(pairs):
     _, tok = pairs["qwen2"]
     model = _tiny(GPT2Config, vocab_size=40, n_embd=16, n_layer=1, n_head=2)
     with pytest.raises(RdptError, match="response r0: token id .* outside the model's vocabulary of 40"):
-        score_items(model, tok, _items(tok, 1), progress=False)
+        score_hf(model, tok, _items(tok, 1), progress=False)
 
 
 def test_spans_as_lists_or_arrays(pairs):
     model, tok = pairs["qwen2"]
     item = _items(tok, 1)[0]
-    as_tuples, _ = score_items(model, tok, [item], progress=False)
+    as_tuples, _ = score_hf(model, tok, [item], progress=False)
     as_lists = ScoreItem(item.key, item.prompt, item.response, [list(s) for s in item.spans])
     as_array = ScoreItem(item.key, item.prompt, item.response, np.asarray(item.spans))
-    got, _ = score_items(model, tok, [as_lists, as_array], progress=False)
+    got, _ = score_hf(model, tok, [as_lists, as_array], progress=False)
     assert got == as_tuples * 2
 
 
@@ -342,7 +350,7 @@ def test_other_architectures_match_their_logits(pairs, build):
     _, tok = pairs["qwen2"]
     model = build(len(tok))
     items = _items(tok, 3, seed=6)
-    got, _ = score_items(model, tok, items, max_tokens_per_batch=10**6, chunk_size=5, progress=False)
+    got, _ = score_hf(model, tok, items, max_tokens_per_batch=10**6, chunk_size=5, progress=False)
     _close(got, reference_score_items(model, tok, items))
 
 

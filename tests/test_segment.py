@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rdpt import RdptError
-from rdpt.segment import SEGMENTERS, segment, sentences
+from rdpt.provenance.segment import SEGMENTERS, sentences, split
 
 METHODS = sorted(SEGMENTERS)
 
@@ -16,13 +16,13 @@ def test_registry_has_the_three_methods():
 
 def test_unknown_method_is_a_user_error():
     with pytest.raises(RdptError, match="unknown segmentation method 'spacy'.*regex"):
-        segment("A. B.", "spacy")
+        split("A. B.", "spacy")
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("text", ["", " ", "\n\n\t ", "\r\n"])
 def test_blank_text_has_no_sentence(method, text):
-    assert segment(text, method) == []
+    assert split(text, method) == []
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -82,7 +82,7 @@ _TEXT = st.lists(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_TEXT)
 def test_spans_rebuild_any_text(method, text):
-    spans = segment(text, method)
+    spans = split(text, method)
     if not text.strip():
         assert spans == []
         return
@@ -98,5 +98,5 @@ def test_spans_rebuild_any_text(method, text):
 @pytest.mark.parametrize("method", ["regex", "pysbd", "nltk"])
 @pytest.mark.parametrize("text", ["\x1f0", "a.\x1f0 b. c", "\x1f1. x\x00y."])
 def test_control_characters_found_by_hypothesis(method, text):
-    spans = segment(text, method)
+    spans = split(text, method)
     assert "".join(text[a:b] for a, b in spans) == text

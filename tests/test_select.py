@@ -9,11 +9,12 @@ import pytest
 from scipy import stats
 
 from rdpt import RdptError
-from rdpt.classify import label_teacher_student
-from rdpt.data import load_candidates
+from rdpt.io.data import load_candidates
 from rdpt.params import CandidateDataset, parse_params
-from rdpt.select import FEATURES, STRATEGIES, candidate_features, parse_arm, select, selection_stats
-from rdpt.selection_report import accuracy_table, load_runs, mean_ci, table1_markdown
+from rdpt.provenance.rules import label_teacher_student
+from rdpt.selection.arms import parse_arm
+from rdpt.selection.report import accuracy_table, load_runs, mean_ci, table1_markdown
+from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
 
 
 # ------------------------------------------------------------------------------------- the label rule
@@ -236,7 +237,7 @@ def test_paired_delta_vs_random_and_table(tmp_path):
 
 # --------------------------------------------------------------------------------- the select step
 def test_select_step_writes_one_file_per_arm_and_seed(tmp_path):
-    from rdpt.pipeline import select_data
+    from rdpt.selection.select_data import select_data
 
     cands, sents, scores = [], [], {"teacher": [], "student": []}
     rng = np.random.default_rng(0)
@@ -280,7 +281,8 @@ def test_select_step_writes_one_file_per_arm_and_seed(tmp_path):
 
 
 def test_candidates_from_a_dataset_keep_only_correct_ones(tmp_path):
-    from rdpt.pipeline import candidates
+    from rdpt.models import role_ref
+    from rdpt.selection.candidates import candidates
 
     rows = [{"q": "1+1?", "r": "So \\boxed{2}.", "gold": "2"}, {"q": "1+1?", "r": "So \\boxed{3}.", "gold": "2"},
             {"q": "2+2?", "r": "It is 4, \\boxed{4}.", "gold": "4"}, {"q": "3+3?", "r": "\\boxed{5}", "gold": "6"}]
@@ -288,12 +290,13 @@ def test_candidates_from_a_dataset_keep_only_correct_ones(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     ds = {"path": str(path), "question_field": "q", "response_field": "r", "answer_field": "gold"}
     params = _params({"candidates": {"source": "dataset", "dataset": ds}})
-    report = candidates(params, "unused", str(tmp_path / "out.jsonl"), str(tmp_path / "out.json"))
+    report = candidates(params, role_ref(params, "teacher", "unused"), str(tmp_path / "out.jsonl"),
+                        str(tmp_path / "out.json"))
     assert (report["n_sampled"], report["n_kept"], report["n_questions"], report["n_questions_kept"]) == (4, 2, 3, 2)
     kept = pd.read_json(tmp_path / "out.jsonl", lines=True)
     assert kept["response_id"].tolist() == ["candidates/0/0", "candidates/2/0"]
     assert json.loads((tmp_path / "out.json").read_text())["candidates_per_question"] == {"1": 2}
     no_gold = _params({"candidates": {"source": "dataset", "dataset": {**ds, "answer_field": None}}})
     with pytest.raises(RdptError, match="only_correct needs select.candidates.dataset.answer_field"):
-        candidates(no_gold, "unused", str(tmp_path / "x.jsonl"), str(tmp_path / "x.json"))
+        candidates(no_gold, role_ref(no_gold, "teacher", "unused"), str(tmp_path / "x.jsonl"), str(tmp_path / "x.json"))
     assert not (tmp_path / "x.jsonl").exists()

@@ -1,4 +1,4 @@
-"""rdpt.stats on synthetic responses with a known effect (and with none)."""
+"""rdpt.analysis.stats on synthetic responses with a known effect (and with none)."""
 
 import json
 import math
@@ -9,9 +9,8 @@ import pytest
 from scipy.stats import kstest, pointbiserialr
 
 from rdpt import RdptError
-from rdpt.classify import CLASSES
-from rdpt.correlate import area_between, position_curves
-from rdpt.stats import (
+from rdpt.analysis.shares import area_between, position_curves
+from rdpt.analysis.stats import (
     TERMS,
     area_permutation_test,
     correlation_markdown,
@@ -24,13 +23,14 @@ from rdpt.stats import (
     response_units,
     within_group_permutations,
 )
+from rdpt.provenance.rules import CLASSES
 
 
 def _world(n_questions=80, k=4, effect=1.5, n_sentences=8, question_sd=0.0, seed=0, bench="b"):
     """Responses whose Teacher share drives correctness (log-odds slope ``effect`` per unit share).
 
     Each sentence is Teacher with probability t (the response's propensity), else Student / Boosted / Shared.
-    Returns (sentences, responses) as rdpt.correlate / rdpt.stats take them.
+    Returns (sentences, responses) as rdpt.analysis.shares / rdpt.analysis.stats take them.
     """
     rng = np.random.default_rng(seed)
     sent_rows, resp_rows = [], []

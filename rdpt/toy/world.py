@@ -36,13 +36,14 @@ from pathlib import Path
 import jinja2
 import torch
 
-from rdpt.generate import sample
+from rdpt.engines.hf import HfEngine
+from rdpt.generation.sample import sample
 from rdpt.models import load_model, load_tokenizer, render_prompt
 from rdpt.params import ToyParams, TrainParams
 from rdpt.toy.styles import STYLES, Style
 from rdpt.toy.task import Problem, is_correct, make_toy_data
 from rdpt.toy.tokenizer import STUDENT_TOKENIZER, TEACHER_TOKENIZER, TokenizerSpec, train_tokenizer
-from rdpt.train import sft
+from rdpt.training.sft import sft
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _rows(prefix: str, problems: list[Problem]) -> list[dict]:
             for i, p in enumerate(problems)]
 
 
-def _tokenizer_texts(spec: TokenizerSpec, pairs: list[tuple[str, str]]) -> list[str]:
+def tokenizer_texts(spec: TokenizerSpec, pairs: list[tuple[str, str]]) -> list[str]:
     """The corpus as the model will see it (template included), special tokens left out."""
     template = jinja2.Template(spec.chat_template)
     texts = []
@@ -130,7 +131,7 @@ def train_role(role: ToyRole, params: ToyParams, problems: list[Problem], out: P
     t0 = time.perf_counter()
     rng = random.Random(f"{params.seed}-solutions-{role.name}")
     pairs = [(p.question(), role.style.solve(p, rng)) for p in problems]
-    tokenizer = train_tokenizer(_tokenizer_texts(role.tokenizer, pairs), _field(params, role.name, "vocab"),
+    tokenizer = train_tokenizer(tokenizer_texts(role.tokenizer, pairs), _field(params, role.name, "vocab"),
                                 role.tokenizer, params.context)
     model = build_model(role.arch, tokenizer, layers=_field(params, role.name, "layers"),
                         hidden=_field(params, role.name, "hidden"), heads=_field(params, role.name, "heads"),
@@ -170,11 +171,11 @@ def sampled_accuracy(model_dir: Path, benchmarks: dict[str, list[Problem]], para
     temperature 1, from the saved model as later stages load it."""
     dev = torch.device(device)
     tok = load_tokenizer(str(model_dir))
-    model = load_model(str(model_dir), dev, torch.float32)
+    engine = HfEngine(load_model(str(model_dir), dev, torch.float32), pad_id=tok.pad_token_id)
     report = {}
     for name, problems in benchmarks.items():
         prompts = [render_prompt(tok, p.question()) for p in problems]
-        outs = sample(model, tok, prompts, num_samples=1, temperature=1.0, top_p=1.0,
+        outs = sample(engine, tok, prompts, num_samples=1, temperature=1.0, top_p=1.0,
                       max_new_tokens=params.eval_max_new_tokens, batch_size=64, seed=params.seed,
                       desc=f"{model_dir.name} {name}")
         correct = sum(is_correct(o[0]["text"], p.answer) for o, p in zip(outs, problems))

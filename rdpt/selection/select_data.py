@@ -1,0 +1,88 @@
+"""The select_data stage: each selection arm (a strategy of :mod:`rdpt.selection.strategies`, at a beta) applied
+to the scored candidates, once per seed::
+
+    python stages/select_data.py --candidates data/select/candidates.jsonl \\
+        --sentences data/select/sentences.parquet --teacher data/select/scores/teacher \\
+        --student data/select/scores/student --out data/select/selections
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from rdpt import RdptError
+from rdpt.io.artifacts import SCHEMAS, atomic_dir, read_table, write_json, write_jsonl, write_table
+from rdpt.params import Params
+from rdpt.provenance.rules import aggregate_columns
+from rdpt.selection.arms import parse_arm
+from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
+
+
+def select_data(params: Params, candidates_path: str, sentences_path: str, score_dirs: dict[str, str],
+                out_dir: str) -> dict:
+    """Every arm applied to the scored candidates: ``<out>/<arm>/seed<k>.jsonl``, ``features.parquet``, summary.
+
+    Each selection file holds the chosen candidates (`generations` rows + their features), one per question;
+    deterministic strategies write the same file for every seed, so DVC reruns only runs whose data changed.
+    """
+    cands = read_table(candidates_path, "generations")
+    sents = read_table(sentences_path, "sentences")[["response_id", "sentence_idx"]]
+    aggregate = params.select.aggregate
+    extra = [c for c in aggregate_columns(aggregate) if c not in SCHEMAS["scores"]]  # none with `mean`
+    for role in ("teacher", "student"):
+        path = Path(score_dirs[role]) / "scores.parquet"
+        scores = read_table(path, "scores")
+        lacking = [c for c in extra if c not in scores.columns]
+        if lacking:
+            raise RdptError(f"{path}: no column {lacking[0]!r}, which select.aggregate: {aggregate} reads "
+                            "(scores from an older rdpt? rerun score: dvc repro)")
+        scores = scores[[*SCHEMAS["scores"], *extra]].rename(
+            columns={c: f"{c}_{role}" for c in ("n_tokens", "sum_logprob", "mean_logprob", "sum_rank", *extra)})
+        sents = sents.merge(scores, on=["response_id", "sentence_idx"], how="left", validate="one_to_one")
+        if sents[f"n_tokens_{role}"].isna().any():
+            rid = sents.loc[sents[f"n_tokens_{role}"].isna(), "response_id"].iloc[0]
+            raise RdptError(f"{path}: no score for a sentence of {rid!r} (rerun its score stage)")
+    # A candidate without any sentence (blank text) can never be trained on: it leaves the pool.
+    with_sentences = cands[cands["response_id"].isin(set(sents["response_id"]))]
+    n_dropped = len(cands) - len(with_sentences)
+    by_beta: dict[float, pd.DataFrame] = {}
+
+    def features(beta: float) -> pd.DataFrame:
+        if beta not in by_beta:
+            by_beta[beta] = candidate_features(sents, with_sentences, beta, aggregate)
+        return by_beta[beta]
+
+    reference = features(params.select.beta)
+    fields = list(SCHEMAS["generations"]) + [c for c in ("source",) if c in cands.columns]
+    rows_of = with_sentences[fields].set_index("response_id", drop=False)
+    summary: dict = {"beta": params.select.beta, "n_candidates": int(len(with_sentences)),
+                     "n_dropped_no_sentence": int(n_dropped),
+                     "n_questions": int(with_sentences["question_id"].nunique()), "arms": {}}
+    if aggregate != "mean":  # recorded when not the default (a default summary stays as it was)
+        summary["aggregate"] = aggregate
+    with atomic_dir(out_dir) as tmp:  # every selection file appears together with the summary, or none
+        for arm in params.select.arms:
+            strategy, arm_beta = parse_arm(arm)
+            beta = params.select.beta if arm_beta is None else arm_beta
+            per_seed = []
+            for seed in params.select.seeds:
+                chosen = select(features(beta), strategy, seed)
+                ids = chosen["response_id"]
+                rows = rows_of.loc[ids].reset_index(drop=True)
+                # Selection-time features travel with each row (at the arm's beta), for inspection.
+                extra = chosen[list(FEATURES)].reset_index(drop=True)
+                # to_json: native types, and an infinite RSR (NLL 0) becomes null rather than non-standard JSON
+                records = json.loads(pd.concat([rows, extra], axis=1).to_json(orient="records", force_ascii=False))
+                write_jsonl(tmp / arm / f"seed{seed}.jsonl", records)
+                # Statistics at the common beta, so arms compare on one scale.
+                common = selection_stats(reference.set_index("response_id").loc[ids].reset_index())
+                per_seed.append(common | {"mean_teacher_count_own_beta": selection_stats(chosen)["mean_teacher_count"]})
+            stats = pd.DataFrame(per_seed).mean().to_dict()
+            summary["arms"][arm] = {"strategy": strategy, "beta": beta, "doc": STRATEGIES[strategy].doc,
+                                    **{k: float(v) for k, v in stats.items()}}
+        write_json(tmp / "summary.json", summary)
+        write_table(tmp / "features.parquet", reference, "candidate_features")
+    return summary
