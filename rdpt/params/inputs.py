@@ -150,7 +150,21 @@ class DataParams(Section):
         return value
 
 
-class ToyParams(Section):
+def _heads_divide(prefix: str, hidden: int, heads: int) -> None:
+    if hidden % heads:
+        raise ValueError(f"{prefix}hidden ({hidden}) must be a multiple of {prefix}heads ({heads})")
+
+
+class ToyTraining(Section):
+    """What every toy model's training shares: the batch, warmup, context and the build report's sampling budget."""
+
+    batch_size: int = Field(16, ge=1, description="Training batch size (small: more updates).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warmup share of training (cosine decay).")
+    context: int = Field(512, ge=64, description="Max positions of the toy model(s) (room for teacher-style text).")
+    eval_max_new_tokens: int = Field(160, ge=1, description="Token limit of the build report's accuracy sampling.")
+
+
+class ToyParams(ToyTraining):
     """The embedded toy world: a synthetic arithmetic task and two tiny LMs trained from scratch.
 
     Per-model fields are ``<role>_<field>`` (role = teacher | student); a new toy model adds its
@@ -176,23 +190,17 @@ class ToyParams(Section):
     student_hidden: int = Field(128, ge=16, description="Hidden size of the student.")
     student_heads: int = Field(4, ge=1, description="Attention heads of the student (divide hidden).")
     student_steps: int = Field(400, ge=1, description="Optimizer steps of student training.")
-    batch_size: int = Field(16, ge=1, description="Training batch size of both toy models (small: more updates).")
     learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate of both toy models.")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warmup share of training (cosine decay).")
-    context: int = Field(512, ge=64, description="Max positions of the toy models (room for teacher-style text).")
-    eval_max_new_tokens: int = Field(160, ge=1, description="Token limit of the report's accuracy sampling.")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ToyParams":
         for role in ("teacher", "student"):
-            hidden, heads = getattr(self, f"{role}_hidden"), getattr(self, f"{role}_heads")
-            if hidden % heads:
-                raise ValueError(f"{role}_hidden ({hidden}) must be a multiple of {role}_heads ({heads})")
+            _heads_divide(f"{role}_", getattr(self, f"{role}_hidden"), getattr(self, f"{role}_heads"))
         return self
 
 
-class ToyAltParams(Section):
-    """A second, unrelated toy teacher for teacher identification (``rdpt/toy_alt.py``): GPT-2, its own
+class ToyAltParams(ToyTraining):
+    """A second, unrelated toy teacher for teacher identification (``rdpt/toy/alt.py``): GPT-2, its own
     sentence style, BPE and chat template, trained on the toy task but never distilled. ~2.5 min on 2 CPU cores."""
 
     seed: Seed = Field(0, description="Seed of its corpus, solutions, tokenizer, init and training.")
@@ -202,14 +210,9 @@ class ToyAltParams(Section):
     hidden: int = Field(128, ge=16, description="Hidden size.")
     heads: int = Field(4, ge=1, description="Attention heads (divide hidden).")
     steps: int = Field(1000, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(16, ge=1, description="Training batch size.")
     learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate (cosine decay).")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warmup share of training.")
-    context: int = Field(512, ge=64, description="Max positions (GPT-2 learns one embedding per position).")
-    eval_max_new_tokens: int = Field(160, ge=1, description="Token limit of the build report's accuracy check.")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ToyAltParams":
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        _heads_divide("", self.hidden, self.heads)
         return self

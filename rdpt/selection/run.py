@@ -46,7 +46,8 @@ def select_run(params: Params, student: ModelRef, selection_path: str, seed: int
             for i, (name, questions) in enumerate(sets.items()):
                 # the same seeds as `generate` for seed 0; each seed samples afresh
                 evals += sample_responses(engine, tokenizer, questions, name, params.generate,
-                                          seed + 1000 * i, f"evaluate {run_name} {name}", model=trained.path,
+                                          seed + 1000 * i, f"evaluate {run_name} {name}",
+                                          model=str(Path(out_dir) / "model"),
                                           system_prompt=system_prompts[name])
         finally:
             engine.close()
