@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from rdpt import RdptError
-from rdpt.io.artifacts import SCHEMAS, check_same_keys, read_table, write_json, write_table
+from rdpt.io.artifacts import read_table, write_json, write_table
 from rdpt.params import Params
 from rdpt.provenance import ROLES
 from rdpt.provenance.calibrate import noise_floor, resolve_thresholds
-from rdpt.provenance.rules import CLASSES, UNSCORED, aggregate_columns, classify_frame, label
+from rdpt.provenance.rules import CLASSES, UNSCORED, classify_frame, join_scores, label
 
 
 def beta_sweep(classified: pd.DataFrame, alpha: float, grid) -> pd.DataFrame:
@@ -52,31 +52,8 @@ def classify(params: Params, sentences_path: str, score_dirs: dict[str, str], ou
             --out data/classified.parquet --calibration data/calibration.json
     """
     df = read_table(sentences_path, "sentences")
-    for role in ROLES:
-        path = Path(score_dirs[role]) / "scores.parquet"
-        scores = read_table(path, "scores")
-        # Exactly one score per sentence, and a finite one wherever a token was scored.
-        check_same_keys(df, sentences_path, scores, path, ["response_id", "sentence_idx"])
-        scored = scores["n_tokens"].to_numpy() > 0
-        for column in ("sum_logprob", "mean_logprob"):
-            bad = scored & ~np.isfinite(scores[column].to_numpy(dtype=np.float64))
-            if bad.any():
-                i = int(bad.argmax())
-                raise RdptError(f"{path}: row {i}: {column} is {scores[column].iloc[i]} for a scored sentence of "
-                                f"{scores['response_id'].iloc[i]!r} (non-finite log-prob: rerun score in float32)")
-        # The score variants' columns join only when the aggregate reads them: with `mean`, today's table exactly.
-        extra = [c for c in aggregate_columns(params.classify.aggregate) if c not in SCHEMAS["scores"]]
-        lacking = [c for c in extra if c not in scores.columns]
-        if lacking:
-            raise RdptError(f"{path}: no column {lacking[0]!r}, which classify.aggregate: "
-                            f"{params.classify.aggregate} reads (scores from an older rdpt? rerun score: dvc repro)")
-        scores = scores[[*SCHEMAS["scores"], *extra]].rename(
-            columns={c: f"{c}_{role}" for c in ("n_tokens", "sum_logprob", "mean_logprob", "sum_rank", *extra)})
-        merged = df.merge(scores, on=["response_id", "sentence_idx"], how="left", validate="one_to_one")
-        if merged[f"n_tokens_{role}"].isna().any():
-            rid = merged.loc[merged[f"n_tokens_{role}"].isna(), "response_id"].iloc[0]
-            raise RdptError(f"{score_dirs[role]}/scores.parquet: no score for a sentence of {rid!r}")
-        df = merged
+    df = join_scores(df, sentences_path, {role: score_dirs[role] for role in ROLES}, params.classify.aggregate,
+                     "classify.aggregate")
     thresholds = _thresholds(params, df, noise_dir)
     classified = classify_frame(df, thresholds["alpha_used"], thresholds["beta_used"], params.classify.aggregate)
     write_table(out, classified, "classified")

@@ -17,10 +17,13 @@ is exactly alpha is Shared, one exactly beta is not Teacher/Student. Since 0.5 -
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from rdpt import RdptError
+from rdpt.io.artifacts import SCHEMAS, check_same_keys, read_table
 from rdpt.provenance import ROLES
 
 CLASSES = ("Shared", "Teacher", "Student", "Boosted")  # canonical order, for tables and figures
@@ -128,3 +131,34 @@ def classify_frame(df: pd.DataFrame, alpha: float, beta: float, aggregate: str =
     )
     out["cls"] = cls
     return out
+
+
+def join_scores(sentences: pd.DataFrame, sentences_path, score_dirs: dict, aggregate: str,
+                setting: str) -> pd.DataFrame:
+    """``sentences`` with each role's scores as ``<column>_<role>`` (roles: the keys of ``score_dirs``), checked.
+
+    Every table must hold exactly one score per sentence, finite wherever a token was scored, and the columns
+    the ``aggregate`` reads (named by the params key ``setting`` when missing). With ``mean`` the joined table is
+    exactly the scores schema's columns.
+    """
+    extra = [c for c in aggregate_columns(aggregate) if c not in SCHEMAS["scores"]]
+    df = sentences
+    for role, folder in score_dirs.items():
+        path = Path(folder) / "scores.parquet"
+        scores = read_table(path, "scores")
+        check_same_keys(df, sentences_path, scores, path, ["response_id", "sentence_idx"])
+        scored = scores["n_tokens"].to_numpy() > 0
+        for column in ("sum_logprob", "mean_logprob"):
+            bad = scored & ~np.isfinite(scores[column].to_numpy(dtype=np.float64))
+            if bad.any():
+                i = int(bad.argmax())
+                raise RdptError(f"{path}: row {i}: {column} is {scores[column].iloc[i]} for a scored sentence of "
+                                f"{scores['response_id'].iloc[i]!r} (non-finite log-prob: rerun score in float32)")
+        lacking = [c for c in extra if c not in scores.columns]
+        if lacking:
+            raise RdptError(f"{path}: no column {lacking[0]!r}, which {setting}: {aggregate} reads "
+                            "(scores from an older rdpt? rerun score: dvc repro)")
+        scores = scores[[*SCHEMAS["scores"], *extra]].rename(
+            columns={c: f"{c}_{role}" for c in ("n_tokens", "sum_logprob", "mean_logprob", "sum_rank", *extra)})
+        df = df.merge(scores, on=["response_id", "sentence_idx"], how="left", validate="one_to_one")
+    return df

@@ -9,14 +9,12 @@ to the scored candidates, once per seed::
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
-from rdpt import RdptError
 from rdpt.io.artifacts import SCHEMAS, atomic_dir, read_table, write_json, write_jsonl, write_table
 from rdpt.params import Params
-from rdpt.provenance.rules import aggregate_columns
+from rdpt.provenance.rules import join_scores
 from rdpt.selection.arms import parse_arm
 from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
 
@@ -31,20 +29,8 @@ def select_data(params: Params, candidates_path: str, sentences_path: str, score
     cands = read_table(candidates_path, "generations")
     sents = read_table(sentences_path, "sentences")[["response_id", "sentence_idx"]]
     aggregate = params.select.aggregate
-    extra = [c for c in aggregate_columns(aggregate) if c not in SCHEMAS["scores"]]  # none with `mean`
-    for role in ("teacher", "student"):
-        path = Path(score_dirs[role]) / "scores.parquet"
-        scores = read_table(path, "scores")
-        lacking = [c for c in extra if c not in scores.columns]
-        if lacking:
-            raise RdptError(f"{path}: no column {lacking[0]!r}, which select.aggregate: {aggregate} reads "
-                            "(scores from an older rdpt? rerun score: dvc repro)")
-        scores = scores[[*SCHEMAS["scores"], *extra]].rename(
-            columns={c: f"{c}_{role}" for c in ("n_tokens", "sum_logprob", "mean_logprob", "sum_rank", *extra)})
-        sents = sents.merge(scores, on=["response_id", "sentence_idx"], how="left", validate="one_to_one")
-        if sents[f"n_tokens_{role}"].isna().any():
-            rid = sents.loc[sents[f"n_tokens_{role}"].isna(), "response_id"].iloc[0]
-            raise RdptError(f"{path}: no score for a sentence of {rid!r} (rerun its score stage)")
+    sents = join_scores(sents, sentences_path, {role: score_dirs[role] for role in ("teacher", "student")},
+                        params.select.aggregate, "select.aggregate")
     # A candidate without any sentence (blank text) can never be trained on: it leaves the pool.
     with_sentences = cands[cands["response_id"].isin(set(sents["response_id"]))]
     n_dropped = len(cands) - len(with_sentences)
