@@ -6,7 +6,7 @@
 
 import click
 
-from rdpt.analysis.identify_score import score_candidate
+from rdpt.analysis.identify_score import identify_score
 from rdpt.cli import journal_option, params_option, stage
 from rdpt.params import load_params
 
@@ -23,7 +23,7 @@ from rdpt.params import load_params
 @journal_option
 @stage
 def main(params_path, journal_dir, candidate, generations, sentences, teacher_scores, out, timing):
-    score_candidate(load_params(params_path), candidate, generations, sentences, out, teacher_scores=teacher_scores,
+    identify_score(load_params(params_path), candidate, generations, sentences, out, teacher_scores=teacher_scores,
                     journal_dir=journal_dir, timing_out=timing)
 
 

@@ -9,7 +9,7 @@ from rdpt.cli import params_option, stage
 from rdpt.io.artifacts import write_json
 from rdpt.models import resolve_device
 from rdpt.params import load_params
-from rdpt.toy.alt import build_alt_teacher
+from rdpt.toy.alt import toy_teacher_alt
 
 
 @click.command()
@@ -20,7 +20,7 @@ from rdpt.toy.alt import build_alt_teacher
 def main(params_path, out, report):
     params = load_params(params_path)
     device, _ = resolve_device(params.device, "float32")  # toy models always train in fp32
-    write_json(report, build_alt_teacher(params.toy_alt, params.toy.seed, params.toy.n_test_questions, out,
+    write_json(report, toy_teacher_alt(params.toy_alt, params.toy.seed, params.toy.n_test_questions, out,
                                          device=device))
 
 

@@ -9,7 +9,7 @@ from rdpt.cli import params_option, stage
 from rdpt.io.artifacts import write_json
 from rdpt.models import resolve_device
 from rdpt.params import load_params
-from rdpt.toy import build_toy_world
+from rdpt.toy import toy_world
 
 
 @click.command()
@@ -20,7 +20,7 @@ from rdpt.toy import build_toy_world
 def main(params_path, out, report):
     params = load_params(params_path)
     device, _ = resolve_device(params.device, "float32")  # toy models always train in fp32
-    write_json(report, build_toy_world(params.toy, out, device=device))
+    write_json(report, toy_world(params.toy, out, device=device))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import yaml
 
 from rdpt import RdptError
 from rdpt.analysis.identify import compare, identify
-from rdpt.analysis.identify_score import score_candidate
+from rdpt.analysis.identify_score import identify_score
 from rdpt.io.artifacts import read_table
 from rdpt.params import ToyAltParams, parse_params
 from rdpt.presets import merge
@@ -204,7 +204,7 @@ def candidates(traced):
     params, root = traced
     out = root / "identify" / "scores"
     for name in params.identify.candidates:
-        score_candidate(params, name, str(root / "distilled.jsonl"), str(root / "sentences.parquet"), str(out / name),
+        identify_score(params, name, str(root / "distilled.jsonl"), str(root / "sentences.parquet"), str(out / name),
                         teacher_scores=str(root / "scores" / "teacher"), journal_dir=str(root / "j"))
     return out
 
@@ -226,7 +226,7 @@ def test_score_candidate_reuses_the_teacher_and_scores_the_others(traced, candid
     assert np.array_equal(alt["n_tokens"], plain["n_tokens"])
     assert not np.allclose(alt["mean_logprob"], plain["mean_logprob"])
     with pytest.raises(RdptError, match="no candidate 'nope'"):
-        score_candidate(params, "nope", "g", "s", str(out / "nope"))
+        identify_score(params, "nope", "g", "s", str(out / "nope"))
 
 
 def test_identify_writes_reports_consistent_with_classify(traced, candidates):
@@ -274,11 +274,11 @@ def test_identify_names_a_missing_candidate(traced, tmp_path):
 
 def test_micro_alt_teacher_builds_and_loads_like_a_hub_model(tmp_path):
     from rdpt.models import load_model, load_tokenizer, render_prompt
-    from rdpt.toy.alt import build_alt_teacher
+    from rdpt.toy.alt import toy_teacher_alt
 
     micro = ToyAltParams(corpus=40, vocab=300, layers=1, hidden=32, heads=2, steps=2, batch_size=8,
                          eval_max_new_tokens=4)
-    report = build_alt_teacher(micro, 0, 3, tmp_path / "toy_alt")
+    report = toy_teacher_alt(micro, 0, 3, tmp_path / "toy_alt")
     assert report["arch"] == "gpt2" and report["steps"] == 2 and report["corpus"] == 40
     assert set(report["accuracy"]) == {"toy_easy", "toy_hard"}
     folder = str(tmp_path / "toy_alt" / "teacher")

@@ -10,7 +10,7 @@ import pytest
 
 from rdpt.models import encode_prompt, encode_prompt_response, load_model, load_tokenizer, render_prompt
 from rdpt.params import ToyParams
-from rdpt.toy import boxed_answer, build_toy_world, is_correct
+from rdpt.toy import boxed_answer, is_correct, toy_world
 from rdpt.toy.styles import STYLES
 from rdpt.toy.task import MAX_AMOUNT, MAX_VALUE, MIN_AMOUNT, MIN_VALUE, NAMES, OBJECTS, make_toy_data
 
@@ -163,7 +163,7 @@ def test_params_validation():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
-    report = build_toy_world(ToyParams(**MICRO), out, "cpu")
+    report = toy_world(ToyParams(**MICRO), out, "cpu")
     return out, report
 
 

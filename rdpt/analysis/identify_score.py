@@ -40,7 +40,7 @@ def is_configured_teacher(params: Params, spec: ModelSpec) -> bool:
     return all(getattr(spec, f, None) == getattr(t, f, None) for f in fields)
 
 
-def score_candidate(params: Params, name: str, generations_path: str, sentences_path: str, out_dir: str,
+def identify_score(params: Params, name: str, generations_path: str, sentences_path: str, out_dir: str,
                     teacher_scores: str | None = None, journal_dir: str | None = None,
                     timing_out: str | None = None) -> dict:
     """Score the traced sentences under candidate ``name``: ``<out_dir>/{scores.parquet,cost.json}``.

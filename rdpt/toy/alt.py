@@ -18,7 +18,7 @@ The terse step and the answer line are shared, as generic phrasing is between re
 not trivially wrong about every sentence. It is never distilled from: the distilled model learned the toy
 teacher's style only, and ``identify`` has to single that one out. Build it (writes ``<out>/teacher/``)::
 
-    python -c "from rdpt.params import ToyAltParams as P; from rdpt.toy.alt import build_alt_teacher as b; \\
+    python -c "from rdpt.params import ToyAltParams as P; from rdpt.toy.alt import toy_teacher_alt as b; \\
       print(b(P(corpus=200, steps=20, layers=1, hidden=32, heads=2, eval_max_new_tokens=16), 0, 4, '/tmp/alt'))"
 
 Defaults (12,000 solutions, 3 x 128, 0.71M parameters, 1,000 steps of 16) build in about 2.5 min on 2 CPU cores
@@ -92,7 +92,7 @@ def build_gpt2(tokenizer, *, layers: int, hidden: int, heads: int, context: int,
     return model
 
 
-def build_alt_teacher(params: ToyAltParams, toy_seed: int, n_test_questions: int, out_dir: str | Path,
+def toy_teacher_alt(params: ToyAltParams, toy_seed: int, n_test_questions: int, out_dir: str | Path,
                       device="cpu") -> dict:
     """Train the alt teacher and save it to ``<out_dir>/teacher``; return the build report.
 

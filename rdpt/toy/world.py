@@ -1,6 +1,6 @@
 """Build the toy world: data files, two tokenizers, a teacher and a student trained from scratch.
 
-    build_toy_world(ToyParams(), "toy", "cpu")   # ~3.8 min on 2 CPU cores with the defaults
+    toy_world(ToyParams(), "toy", "cpu")   # ~3.8 min on 2 CPU cores with the defaults
 
 writes::
 
@@ -184,7 +184,7 @@ def sampled_accuracy(model_dir: Path, benchmarks: dict[str, list[Problem]], para
     return report
 
 
-def build_toy_world(params: ToyParams, out_dir: str | Path, device="cpu") -> dict:
+def toy_world(params: ToyParams, out_dir: str | Path, device="cpu") -> dict:
     """Write the toy data and models under ``out_dir``; return the build report (see module doc).
 
     Everything is built in a sibling temporary folder renamed into place at the end, so an
