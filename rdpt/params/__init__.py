@@ -39,6 +39,7 @@ from rdpt.params.inputs import (  # noqa: F401 - the params API is imported from
 from rdpt.params.stages import (  # noqa: F401 - the params API is imported from rdpt.params
     CandidateDataset,
     CandidatesParams,
+    ChatColumn,
     ClassifyParams,
     CorrelateParams,
     Engine,
