@@ -18,6 +18,7 @@ downloaded wheels, or from an installed copy located with :func:`importlib.util.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "RDPT_REAL_CACHE"
 CONVERTED_MARK = "rdpt_converted.json"  # written last: a folder without it is an interrupted conversion
+CONVERTED_FORMAT = 2  # bumped when the conversion changes: an older folder is converted again on install
 
 
 class AssetMissing(RdptError):
@@ -249,6 +251,9 @@ def checkpoint_dir(name: str) -> Path:
     if not mark.is_file():
         raise AssetMissing(f"weights {name!r} not converted ({folder}): python -m rdpt.real_assets install {name}")
     info = json.loads(mark.read_text())
+    if info.get("format") != CONVERTED_FORMAT:  # an older conversion (e.g. one that kept quantization_config)
+        raise AssetMissing(f"weights {name!r} were converted by an older rdpt ({folder}): "
+                           f"python -m rdpt.real_assets install {name} converts them again")
     if info.get("gguf_sha256") != spec.sha256:
         raise RdptError(f"{folder}: converted from another GGUF; delete it and reinstall")
     for fname, digest in info["files"].items():
@@ -273,7 +278,12 @@ def convert(name: str) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
         # save_pretrained refuses a GGUF-loaded model; a fresh model of the same config with its weights saves.
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32).eval()
+        # The weights are de-quantized fp32 now: a `quantization_config` left in the config would make
+        # transformers' Trainer refuse to fine-tune the model ("purely quantized"), so it goes.
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
         result = fresh.load_state_dict(loaded.state_dict(), strict=True)
         assert not result.missing_keys and not result.unexpected_keys, result
         fresh.save_pretrained(tmp)
@@ -285,7 +295,8 @@ def convert(name: str) -> Path:
         if diff > 1e-5:
             raise RdptError(f"{name}: the converted checkpoint's logits differ from the GGUF's by {diff}")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        mark = {"gguf": spec.gguf_name, "gguf_sha256": spec.sha256, "files": files, "probe_max_abs_diff": diff,
+        mark = {"format": CONVERTED_FORMAT, "gguf": spec.gguf_name, "gguf_sha256": spec.sha256, "files": files,
+                "probe_max_abs_diff": diff,
                 "transformers": __import__("transformers").__version__}
         (tmp / CONVERTED_MARK).write_text(json.dumps(mark, indent=2) + "\n")
         _replace(tmp, folder)

@@ -2,9 +2,10 @@
 
     python scripts/timed_repro.py correlate viewer --out reports/real-cpu/timing.json
 
-The stages come from `dvc repro --dry` (DVC's own order); each runs as `dvc repro --single-item <stage>`,
-so a failure stops at that stage with DVC's message, and the JSON written so far names what ran. The machine
-(CPU model, cores, load average at start and end) is recorded beside the times: a busy machine says so.
+The stages are the targets and their ancestors in DVC's graph, dependencies first; each runs as
+`dvc repro --single-item <stage>`, so a failure stops at that stage with DVC's message, and the JSON
+written so far names what ran. The machine (CPU model, cores, load average at start and end) is
+recorded beside the times: a busy machine says so.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -20,7 +20,16 @@ from pathlib import Path
 
 import click
 
-_STAGE = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
+
+def ordered_stages(targets: tuple[str, ...]) -> list[str]:
+    """The targets and every stage they depend on, dependencies first (`dvc repro --dry` stops at a missing dep)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    repo = Repo()
+    wanted = {s.addressing for t in (targets or (None,)) for s in repo.stage.collect(t, with_deps=True)}
+    # DVC's graph points from a stage to the stages it depends on: reversed topological order = dependencies first
+    return [s.addressing for s in reversed(list(nx.topological_sort(repo.index.graph))) if s.addressing in wanted]
 
 
 def cpu_model() -> str:
@@ -44,10 +53,7 @@ def write(out: Path, record: dict) -> None:
 @click.argument("targets", nargs=-1)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSON: seconds per stage, total, machine.")
 def main(targets: tuple[str, ...], out: str) -> None:
-    dry = subprocess.run(["dvc", "repro", "--dry", *targets], capture_output=True, text=True, check=False)
-    if dry.returncode != 0:
-        sys.exit(f"dvc repro --dry failed: {dry.stderr.strip()[-500:]}")
-    stages = _STAGE.findall(dry.stdout)
+    stages = ordered_stages(targets)
     record = {"targets": list(targets), "cpu": cpu_model(), "cores": os.cpu_count(),
               "load_avg_start": list(os.getloadavg()), "stages_s": {}, "total_s": 0.0}
     for name in stages:
