@@ -263,3 +263,15 @@ class ToyAltParams(ToyTraining):
     def _heads_divide_hidden(self) -> "ToyAltParams":
         _heads_divide("", self.hidden, self.heads)
         return self
+
+
+class RealWorldParams(Section):
+    """The real-weights world (``configs/real-cpu.yaml``): one-step word problems for real pretrained models.
+
+    The stage ``real_world`` writes the questions and references naming the cached real checkpoints
+    (:mod:`rdpt.real_world`); it needs no asset itself, the loader checks them when a model loads.
+    """
+
+    n_train: int = Field(256, ge=1, description="Train questions (answered by the teacher in `teach`).")
+    n_test: int = Field(48, ge=1, description="Test questions (benchmark one_step), none among the train ones.")
+    seed: Seed = Field(0, description="Seed of the question generator.")

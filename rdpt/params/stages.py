@@ -20,7 +20,8 @@ class SamplingParams(Section):
         "hf = transformers generate; vllm = an offline vLLM engine (pip extra `vllm`). A model whose spec names "
         "a `server` is always sampled there."))
     num_samples: int = Field(1, ge=1, description="Responses per question (K).")
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, ge=0, description=(
+        "0 = greedy decoding (one response per question: num_samples must be 1; top_p/top_k/min_p unused)."))
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="Sample from the k most likely tokens only; 0 = off.")
     min_p: float = Field(0.0, ge=0, le=1, description=(
@@ -30,6 +31,14 @@ class SamplingParams(Section):
     too_long: Literal["error", "skip"] = Field("error", description=(
         "A question whose prompt + max_new_tokens exceeds the model's context: error = stop before sampling, "
         "naming the dataset row; skip = leave the question out (counted in the stage's report and log)."))
+
+    @model_validator(mode="after")
+    def _greedy_has_one_sample(self):
+        if self.temperature == 0 and self.num_samples != 1:
+            raise PydanticCustomError("greedy_samples", "temperature 0 is greedy decoding: every sample would be "
+                                      "the same response, so num_samples must be 1 (got {n})",
+                                      {"n": self.num_samples})
+        return self
 
 
 class TeachParams(SamplingParams):
