@@ -41,6 +41,10 @@ class ModelRef:
     think: str = "auto"
     # Model config fields set at load time (RoPE scaling, max_position_embeddings): HF and vLLM (hf_overrides).
     config_overrides: dict | None = field(default=None, hash=False)
+    # Where the HF loader puts the weights of a model bigger than one device (from_pretrained's device_map:
+    # auto | balanced | balanced_low_0 | sequential | {module: device}) and the memory it may use per device.
+    device_map: str | dict | None = field(default=None, hash=False)
+    max_memory: dict | None = field(default=None, hash=False)
 
 
 def resolve_ref(path: str, revision: str | None = None, chat_template: str | None = None,
@@ -83,7 +87,8 @@ def spec_ref(spec, path: str | None = None) -> ModelRef:
                     system_prompt=getattr(spec, "system_prompt", None),
                     chat_template_kwargs=getattr(spec, "chat_template_kwargs", None),
                     think=getattr(spec, "think", "auto"),
-                    config_overrides=getattr(spec, "config_overrides", None) if same else None)
+                    config_overrides=getattr(spec, "config_overrides", None) if same else None,
+                    device_map=getattr(spec, "device_map", None), max_memory=getattr(spec, "max_memory", None))
 
 
 def role_ref(params, role: str, path: str) -> ModelRef:
@@ -268,19 +273,58 @@ def load_model(ref: ModelRef | str, device: torch.device, dtype: torch.dtype):
     extra = {}
     if ref.config_overrides:
         extra["config"] = overridden_config(ref)
+    if ref.device_map is not None:
+        # accelerate places the modules (several GPUs, CPU, disk last); `device` is then only the default of
+        # where nothing is placed. Disk offload needs a folder: a temporary one, removed with the model.
+        import tempfile
+
+        offload = tempfile.TemporaryDirectory(prefix="rdpt-offload-")
+        extra |= {"device_map": ref.device_map, "offload_folder": offload.name}
+        if ref.max_memory is not None:
+            # a copy (transformers rewrites it in place), GPU indices as the ints accelerate expects
+            extra["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in ref.max_memory.items()}
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=dtype, **gguf, **extra)
     except RdptError:
         raise
     except Exception as err:  # noqa: BLE001
         raise _not_found(ref, err) from None
-    model.to(device)
+    if ref.device_map is None:
+        model.to(device)
+    else:
+        model._rdpt_offload = offload  # lives (and its folder with it) as long as the model
+        log.info("%s: device_map %s -> %s", ref.path, ref.device_map, _placement(model))
     model.eval()
     if ref.config_overrides:
         log.info("%s: config overrides %s (context %s -> %s positions)", ref.path, ref.config_overrides,
                  original_context_length(ref), context_length(model))
     log.info("loaded %s (%s params) on %s in %s", ref.path, f"{model.num_parameters():,}", device, dtype)
     return model
+
+
+def _placement(model) -> dict[str, int]:
+    """How many modules of a dispatched model sit on each device (``hf_device_map``), for the log."""
+    counts: dict[str, int] = {}
+    for where in (getattr(model, "hf_device_map", None) or {}).values():
+        counts[str(where)] = counts.get(str(where), 0) + 1
+    return counts
+
+
+def module_device(module) -> torch.device:
+    """The device a module computes on: its weights', or, when accelerate offloaded them (meta weights), its
+    hook's execution device."""
+    execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if execution is not None:
+        return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
+    return module.weight.device
+
+
+def input_device(model) -> torch.device:
+    """The device a model's input ids must be on: its input embedding's (:func:`module_device`).
+
+    Not ``model.device``: under a multi-device ``device_map`` that is the first parameter's device, and it is
+    ``meta`` when the first parameters were offloaded."""
+    return module_device(model.get_input_embeddings())
 
 
 def _resolved(ref: ModelRef | str) -> ModelRef:

@@ -31,7 +31,7 @@ import torch
 
 from rdpt import RdptError
 from rdpt.engines.base import Engine, OutOfMemory
-from rdpt.models import context_length
+from rdpt.models import context_length, input_device, module_device
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,14 @@ class HfEngine(Engine):
         return str(self.model.dtype).removeprefix("torch.")
 
     @property
-    def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+    def device(self) -> torch.device:  # where input ids go: the embedding's device (rdpt.models.input_device)
+        return input_device(self.model)
 
     def describe(self) -> str:
-        return str(self.model.device)
+        placed = getattr(self.model, "hf_device_map", None)
+        if placed and len(set(map(str, placed.values()))) > 1:  # sharded: every device it spans
+            return "device_map:" + ",".join(sorted(set(map(str, placed.values()))))
+        return str(self.device)
 
     # ------------------------------------------------------------------------------------------ scoring
     def token_logprobs(self, sequences, starts, *, rank_clip=None):
@@ -168,7 +171,7 @@ class HfEngine(Engine):
         del hidden, out
 
         head = model.get_output_embeddings()
-        head_device = head.weight.device  # differs from the decoder's under a multi-device device_map
+        head_device = module_device(head)  # differs from the decoder's under a multi-device device_map
         states = states.to(head_device)
         targets = torch.cat([torch.tensor(s[k:], dtype=torch.long) for s, k in zip(sequences, starts)]).to(head_device)
         transform = _final_logit_transform(model.config)
@@ -225,7 +228,7 @@ class HfEngine(Engine):
             eos_token_id=list(stop_ids),
             use_cache=True,
         )
-        device = next(self.model.parameters()).device
+        device = self.device
         input_ids, attention_mask = left_pad(prompts, pad_id)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(batch_seed(seed, batch_index))

@@ -40,6 +40,29 @@ class ModelSpec(Section):
         "max_position_embeddings: 131072} to trace responses past the model's own window; recorded in the "
         "scores' cost.json with the original window. null = the checkpoint's config."))
 
+    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | dict[str, int | str] | None = Field(
+        None, description=(
+            "HF engine: spread the weights of a model bigger than one device over every GPU (then CPU, then disk), "
+            "passed to from_pretrained as device_map (accelerate): auto | balanced | balanced_low_0 | sequential, "
+            "or {module name: device}; null = the whole model on `device`. Not used for training."))
+    max_memory: dict[str, str] | None = Field(None, description=(
+        "With device_map: the most each device may hold, e.g. {'0': 70GiB, '1': 70GiB, cpu: 200GiB} (GPU index "
+        "as a string); null = accelerate's estimate of what is free."))
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if not (key.isdigit() or key in ("cpu", "mps", "disk")):
+                raise ValueError(f"{key!r}: a GPU index ('0', '1', ...), cpu, mps or disk")
+        return value
+
+    @model_validator(mode="after")
+    def _memory_needs_map(self) -> "ModelSpec":
+        if self.max_memory is not None and self.device_map is None:
+            raise ValueError("max_memory is set but device_map is null: give device_map (e.g. auto) too")
+        return self
+
     @field_validator("chat_template_kwargs")
     @classmethod
     def _template_kwargs(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
