@@ -53,16 +53,30 @@ def resolve_ref(path: str, revision: str | None = None, chat_template: str | Non
     ref_file = Path(path) / MODEL_REF_FILE
     if ref_file.is_file():
         data = json.loads(ref_file.read_text())
-        return ModelRef(data["path"], data.get("revision"), chat_template or data.get("chat_template"),
+        if not isinstance(data, dict) or not isinstance(data.get("path", data.get("asset")), str):
+            raise RdptError(f"{ref_file}: expected {{\"path\": ...}} or {{\"asset\": ...}}")
+        target = data.get("path")
+        if data.get("asset"):
+            # A real asset by name (rdpt.real_assets): its cache folder is found, and checked by sha256, when the
+            # model loads, so the reference is the same on every machine and written without the asset.
+            from rdpt.real_assets import asset_path
+
+            target = str(asset_path(data["asset"], tuple(data.get("end_texts") or ())))
+        return ModelRef(target, data.get("revision"), chat_template or data.get("chat_template"),
                         gguf_file or data.get("gguf_file"))
     return ModelRef(path, revision, chat_template, gguf_file)
 
 
-def write_ref(folder: str | Path, ref: ModelRef) -> None:
+def write_ref(folder: str | Path, ref: ModelRef | None = None, *, asset: str | None = None,
+              end_texts: tuple[str, ...] = ()) -> None:
+    """A model-reference folder naming ``ref``'s model, or the real asset ``asset`` (resolved when loaded)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"path": ref.path, "revision": ref.revision, "chat_template": ref.chat_template,
-               "gguf_file": ref.gguf_file}
+    if asset is not None:
+        payload = {"asset": asset, "end_texts": list(end_texts)}
+    else:
+        payload = {"path": ref.path, "revision": ref.revision, "chat_template": ref.chat_template,
+                   "gguf_file": ref.gguf_file}
     (folder / MODEL_REF_FILE).write_text(json.dumps(payload, indent=2) + "\n")
 
 

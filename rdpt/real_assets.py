@@ -18,6 +18,8 @@ downloaded wheels, or from an installed copy located with :func:`importlib.util.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib.util
 import json
 import logging
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "RDPT_REAL_CACHE"
 CONVERTED_MARK = "rdpt_converted.json"  # written last: a folder without it is an interrupted conversion
+CONVERTED_FORMAT = 2  # bumped when the conversion changes: an older folder is converted again on install
 
 
 class AssetMissing(RdptError):
@@ -248,6 +251,9 @@ def checkpoint_dir(name: str) -> Path:
     if not mark.is_file():
         raise AssetMissing(f"weights {name!r} not converted ({folder}): python -m rdpt.real_assets install {name}")
     info = json.loads(mark.read_text())
+    if info.get("format") != CONVERTED_FORMAT:  # an older conversion (e.g. one that kept quantization_config)
+        raise AssetMissing(f"weights {name!r} were converted by an older rdpt ({folder}): "
+                           f"python -m rdpt.real_assets install {name} converts them again")
     if info.get("gguf_sha256") != spec.sha256:
         raise RdptError(f"{folder}: converted from another GGUF; delete it and reinstall")
     for fname, digest in info["files"].items():
@@ -272,7 +278,12 @@ def convert(name: str) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
         # save_pretrained refuses a GGUF-loaded model; a fresh model of the same config with its weights saves.
-        fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32).eval()
+        # The weights are de-quantized fp32 now: a `quantization_config` left in the config would make
+        # transformers' Trainer refuse to fine-tune the model ("purely quantized"), so it goes.
+        config = copy.deepcopy(loaded.config)
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
         result = fresh.load_state_dict(loaded.state_dict(), strict=True)
         assert not result.missing_keys and not result.unexpected_keys, result
         fresh.save_pretrained(tmp)
@@ -284,7 +295,8 @@ def convert(name: str) -> Path:
         if diff > 1e-5:
             raise RdptError(f"{name}: the converted checkpoint's logits differ from the GGUF's by {diff}")
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        mark = {"gguf": spec.gguf_name, "gguf_sha256": spec.sha256, "files": files, "probe_max_abs_diff": diff,
+        mark = {"format": CONVERTED_FORMAT, "gguf": spec.gguf_name, "gguf_sha256": spec.sha256, "files": files,
+                "probe_max_abs_diff": diff,
                 "transformers": __import__("transformers").__version__}
         (tmp / CONVERTED_MARK).write_text(json.dumps(mark, indent=2) + "\n")
         _replace(tmp, folder)
@@ -327,9 +339,47 @@ def install(names: list[str], do_convert: bool = True) -> dict[str, str]:
     return out
 
 
-def asset_path(name: str) -> Path:
-    """The verified folder (tokenizer or converted checkpoint) of ``name``."""
-    return tokenizer_dir(name) if name in TOKENIZERS else checkpoint_dir(name)
+def asset_path(name: str, end_texts: tuple[str, ...] = ()) -> Path:
+    """The verified folder (tokenizer or converted checkpoint) of ``name``.
+
+    With ``end_texts``, a folder beside it whose ``generation_config.json`` adds the tokens of those texts to the
+    end ids (each text must be one token): a base model has no end-of-answer token and runs on into new
+    questions, so a preset whose prompt closes each answer with a blank line stops there (rdpt.real_world).
+    """
+    if name not in TOKENIZERS and name not in WEIGHTS:
+        raise RdptError(f"unknown asset {name!r}; known: {', '.join(ALL)}")
+    source = tokenizer_dir(name) if name in TOKENIZERS else checkpoint_dir(name)
+    return _with_end_texts(source, tuple(end_texts)) if end_texts else source
+
+
+def _with_end_texts(source: Path, end_texts: tuple[str, ...]) -> Path:
+    from transformers import AutoTokenizer
+
+    tag = hashlib.sha256(json.dumps(end_texts).encode()).hexdigest()[:12]
+    folder = source.with_name(f"{source.name}-end-{tag}")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ids = []
+    for text in end_texts:
+        token = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(token) != 1:
+            raise RdptError(f"end text {text!r} is {len(token)} tokens of {source.name}, not one: {token}")
+        ids.append(token[0])
+    config = json.loads((source / "generation_config.json").read_text())
+    ends = config.get("eos_token_id")
+    ends = [ends] if isinstance(ends, int) else list(ends or [])
+    config["eos_token_id"] = ends + [i for i in ids if i not in ends]
+    staged = Path(tempfile.mkdtemp(dir=source.parent, prefix=f".{folder.name}."))
+    staged.chmod(0o755)  # mkdtemp makes it private; the cache folders beside it are not
+    for path in source.iterdir():  # links: the verified files themselves, no copy of the weights
+        if path.name != "generation_config.json":
+            os.symlink(path, staged / path.name)
+    (staged / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if folder.exists() and (folder / "generation_config.json").read_text() == (
+            staged / "generation_config.json").read_text():
+        shutil.rmtree(staged)
+        return folder
+    _replace(staged, folder)
+    return folder
 
 
 @click.group()

@@ -14,23 +14,23 @@ package registries (:mod:`rdpt.real_assets`). This module writes what the preset
   2-3-step problems; GSM-Symbolic's templates are GSM8K's 2-8-step problems), while on one step the teacher
   gets ~35% and the student ~10%, a gap distillation can close.
 - ``models/teacher`` and ``models/student``: model-reference folders (:data:`rdpt.models.MODEL_REF_FILE`)
-  naming the verified checkpoints in the real-asset cache, so that the preset names fixed paths whatever
-  ``$RDPT_REAL_CACHE`` is. The teacher's reference names a folder beside gemma-3's converted checkpoint whose
-  ``generation_config.json`` adds the ``"\\n\\n"`` token to the end ids: a base model has no end-of-answer token
-  and runs on into new questions after its answer; the worked examples end each answer with a blank line.
+  naming the real assets (``gemma3``, ``smollm2``), found in the real-asset cache and checked by sha256 when a
+  model loads, so the references are the same on every machine and the stage runs without the assets. The
+  teacher's reference adds the ``"\\n\\n"`` token to gemma-3's end ids (:func:`rdpt.real_assets.asset_path`):
+  a base model has no end-of-answer token and runs on into new questions after its answer; the worked examples
+  end each answer with a blank line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import click
 
-from rdpt.models import ModelRef, write_ref
-from rdpt.real_assets import asset_path, cache_dir
+from rdpt.io.artifacts import atomic_dir, write_jsonl
+from rdpt.models import write_ref
 
 NAMES = ["Eva", "Liam", "Noor", "Kenji", "Ana", "Tom", "Maya", "Omar", "Lena", "Ravi", "Sofia", "Mateo", "Aisha",
          "Jonas", "Mei", "Carlos", "Priya", "Felix", "Zara", "Hugo"]
@@ -61,6 +61,9 @@ FEW_SHOT = (
 # A base model has no chat template: params give this one (configs/real-cpu.yaml holds the same text).
 TEACHER_TEMPLATE = "{% for m in messages %}" + FEW_SHOT + "Question: {{ m['content'] }}\nAnswer:{% endfor %}"
 TEACHER_STOP = "\n\n"
+TEACHER_ASSET, STUDENT_ASSET = "gemma3", "smollm2"  # rdpt.real_assets names
+# The base teacher stops at the blank line, or at gemma's end-of-turn should it write one (both one token).
+TEACHER_ENDS = (TEACHER_STOP, "<end_of_turn>")
 
 
 def numbers(op: str, rng: random.Random) -> tuple[int, int, int]:
@@ -102,40 +105,16 @@ def problems(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dic
     return train, test
 
 
-def teacher_folder() -> Path:
-    """gemma-3's converted checkpoint, linked file by file, with "\\n\\n" added to its end ids."""
-    source = asset_path("gemma3")  # verified (sha256) on every call
-    folder = cache_dir() / "hf" / "gemma3-stop-blank-line"
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        link = folder / path.name
-        if path.name != "generation_config.json" and not link.exists():
-            os.symlink(path, link)
-    config = json.loads((source / "generation_config.json").read_text())
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    blank = tokenizer(TEACHER_STOP, add_special_tokens=False)["input_ids"]
-    assert len(blank) == 1, f"{TEACHER_STOP!r} is not one gemma token: {blank}"
-    ends = config.get("eos_token_id")
-    ends = [ends] if isinstance(ends, int) else list(ends or [])
-    config["eos_token_id"] = ends + [i for i in [tokenizer.convert_tokens_to_ids("<end_of_turn>"), blank[0]]
-                                     if i not in ends]
-    (folder / "generation_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return folder
-
-
 def prepare(out: str | Path, n_train: int, n_test: int, seed: int) -> dict:
-    out = Path(out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
+    """Questions and model references under ``out`` (no asset needed: the loader finds and checks them)."""
     train, test = problems(n_train, n_test, seed)
-    for name, rows in (("train", train), ("one_step", test)):
-        with open(out / f"{name}.jsonl", "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
-    write_ref(out / "models" / "teacher", ModelRef(str(teacher_folder())))
-    write_ref(out / "models" / "student", ModelRef(str(asset_path("smollm2"))))
-    return {"n_train": len(train), "n_test": len(test), "seed": seed, "teacher": str(teacher_folder()),
-            "student": str(asset_path("smollm2"))}
+    with atomic_dir(out) as tmp:  # all of it or nothing
+        for name, rows in (("train", train), ("one_step", test)):
+            write_jsonl(tmp / f"{name}.jsonl", rows)
+        write_ref(tmp / "models" / "teacher", asset=TEACHER_ASSET, end_texts=TEACHER_ENDS)
+        write_ref(tmp / "models" / "student", asset=STUDENT_ASSET)
+    return {"n_train": len(train), "n_test": len(test), "seed": seed,
+            "teacher": {"asset": TEACHER_ASSET, "end_texts": list(TEACHER_ENDS)}, "student": {"asset": STUDENT_ASSET}}
 
 
 @click.group()

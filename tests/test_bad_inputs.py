@@ -251,6 +251,10 @@ def test_truncated_traces_are_excluded_and_counted(tmp_path, exclude):
     assert easy["share"]["all"]["Boosted"] == (0.0 if exclude else pytest.approx(6 / 18, abs=1e-4))
     assert payload["truncated"] == {"teacher": 2, "student": 2, "distilled": 2}
     assert payload["accuracy"]["easy"]["distilled"] == pytest.approx(2 / 6, abs=1e-4)  # accuracy keeps them all
+    ev = payload["evaluation"]["easy"]["distilled"]  # the protocol block: truncation rate per benchmark and model
+    assert (ev["n_truncated"], ev["truncation_rate"], ev["avg_at_k"]) == (2, round(2 / 6, 4), round(2 / 6, 4))
+    assert payload["evaluation"]["hard"]["distilled"]["truncation_rate"] == 0.0
+    assert list(payload["evaluation"]["easy"]) == ["teacher", "student", "distilled"]
     on_disk = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert on_disk["provenance"]["easy"]["n_truncated"] == 2
 

@@ -34,7 +34,7 @@ from rdpt.generation.responses import generate
 from rdpt.generation.sample import sample
 from rdpt.io.artifacts import read_json, read_table, write_jsonl
 from rdpt.io.journal import Journal, run_fingerprint
-from rdpt.models import ModelRef, load_model, load_tokenizer, render_prompt, role_ref
+from rdpt.models import ModelRef, encode_prompt, load_model, load_tokenizer, render_prompt, role_ref
 from rdpt.params import ServerParams, parse_params
 from rdpt.provenance.score import ScoreItem, reference_score_items, score, score_items
 from rdpt.provenance.segment import segment as segment_stage
@@ -153,6 +153,36 @@ def test_hf_sampling_is_cut_decoded_and_reproducible(tiny):
     _assert_cut_and_decoded(out, tok, 12)
     again = sample(HfEngine(model, pad_id=tok.pad_token_id), tok, prompts, **kwargs)
     assert _ids(again) == _ids(out)  # HF seeds batch b from (seed, b): the same plan draws the same samples
+
+
+def test_hf_greedy_is_the_argmax_path_of_each_prompt(tiny):
+    """temperature 0 = greedy: each response is the step-by-step argmax of a full, unpadded forward, whatever the
+    seed and the batch it runs in (left padding must not change the choice)."""
+    _, model, _ = tiny
+    tok = load_tokenizer(tiny[0], padding_side="left")
+    prompts = [render_prompt(tok, q) for q in ("What is 3 + 1?", "Add 12 and 4 then say it twice.")]
+    kwargs = {"num_samples": 1, "temperature": 0.0, "top_p": 0.5, "max_new_tokens": 10, "batch_size": 2}
+    out = sample(HfEngine(model, pad_id=tok.pad_token_id), tok, prompts, seed=1, **kwargs)
+    assert _ids(sample(HfEngine(model, pad_id=tok.pad_token_id), tok, prompts, seed=2, **kwargs)) == _ids(out)
+    for prompt, (got,) in zip(prompts, out):
+        seq, ref = encode_prompt(tok, prompt), []
+        for _ in range(10):
+            nxt = int(_full_logprobs(model, seq)[-1].argmax())
+            ref.append(nxt)
+            seq.append(nxt)
+            if nxt == tok.eos_token_id:
+                break
+        assert got["token_ids"] == ref
+
+
+def test_greedy_with_several_samples_is_refused():
+    from pydantic import ValidationError
+
+    from rdpt.params.stages import SamplingParams
+
+    with pytest.raises(ValidationError, match="num_samples must be 1"):
+        SamplingParams(temperature=0, num_samples=4)
+    assert SamplingParams(temperature=0).num_samples == 1
 
 
 def _ids(out) -> list[list[list[int]]]:

@@ -32,6 +32,7 @@ FIXTURE_OF = {
     ("MathArena/aime_2025", None): "aime_2025.jsonl",
     ("HuggingFaceH4/MATH-500", None): "math500.jsonl",
     ("Idavidrein/gpqa", "gpqa_diamond"): "gpqa_diamond.jsonl",
+    ("Hothan/OlympiadBench", "OE_TO_maths_en_COMP"): "olympiadbench.jsonl",  # final_answer: a list of parts
     ("nvidia/AceReason-1.1-SFT", None): "acereason_sft.jsonl",  # selection candidates: no gold-answer column
 }
 
@@ -56,6 +57,14 @@ RESPONSES = {
         "test/algebra/fixture-5.json": (r"$x \in \boxed{[-2, 7]}$", r"$x \in \boxed{[-7, 2]}$"),
     },
 }
+# multi-answer items (2003-2005): right only with every part; one part of two, or a part too many, is wrong
+RESPONSES["olympiadbench.jsonl"] = {
+    "2001": (r"So $n = \boxed{3}$.", r"So $n = \boxed{2}$."),
+    "2002": ("</think>\n\nThe altitude is $\\boxed{1}$.", r"The altitude is $\boxed{\sqrt{3}}$."),
+    "2003": (r"The roots are $\boxed{3, 2}$.", r"The roots are $\boxed{2}$."),
+    "2004": (r"The pairs are $\boxed{(1,2)}$ and $\boxed{(2,1)}$.", r"$\boxed{(1,2), (2,1), (2,2)}$"),
+    "2005": (r"$k \in \boxed{1, 3}$", r"$\boxed{1, 2}$"),
+}
 # GPQA golds are the letters the adapter gives the right options: fixed by the record ids, so fixed forever
 GPQA_GOLD = {"recQx7Lm2Pa9TfZ1c": "D", "recB4wNe8Kd3JhR0v": "A", "recT9sGv1Yc6MnE2u": "A", "recH2kDp5Wr8ZaL4x": "C"}
 RESPONSES["gpqa_diamond.jsonl"] = {
@@ -71,7 +80,8 @@ def _benchmarks():
 
 
 def test_the_paper_presets_are_there():
-    assert {p.stem for p in PRESETS} >= {"r1-distill-qwen-7b", "r1-0528-qwen3-8b", "selection-acereason-qwen3-4b"}
+    assert {p.stem for p in PRESETS} >= {"r1-distill-qwen-7b", "r1-0528-qwen3-8b", "selection-acereason-qwen3-4b",
+                                         "limo-v2"}
 
 
 @pytest.mark.parametrize("preset", PAPER, ids=lambda p: p.stem)
@@ -100,8 +110,8 @@ def test_every_preset_dataset_loads_from_a_fixture_like_it_and_grades(spec):
     assert [q.id for q in questions] == list(responses)
     for q in questions:
         right, wrong = responses[q.id]
-        assert grade(q.answer, right) is True, (q.id, q.answer, right)
-        assert grade(q.answer, wrong) is False, (q.id, q.answer, wrong)
+        assert grade(q.gold, right) is True, (q.id, q.gold, right)
+        assert grade(q.gold, wrong) is False, (q.id, q.gold, wrong)
         if spec.prompt_template:
             head, tail = spec.prompt_template.split("{question}")
             assert q.question.startswith(head) and q.question.endswith(tail)
@@ -121,11 +131,37 @@ def test_candidate_dataset_loads_from_a_fixture_like_it(spec):
 
     fixture = FIXTURE_OF[(spec.path, spec.name)]
     candidates = load_candidates(spec.model_copy(update={"path": str(FIXTURES / fixture)}))
-    # rows sharing an input are one question's candidates, in file order
-    assert [(c.question_id, c.sample_idx) for c in candidates] == [("0", 0), ("0", 1), ("2", 0), ("3", 0)]
-    assert {c.source for c in candidates} == {"fixture_math", "fixture_code"}
-    assert all(c.answer == "" and c.response.startswith("<think>\n") for c in candidates)
-    assert [extract_answer(c.response) for c in candidates[:3]] == ["720", "720", "1"]
+    # rows sharing an input are one question's candidates, in file order; the code row is filtered out (ids stay
+    # the file's row numbers)
+    assert [(c.question_id, c.sample_idx) for c in candidates] == [("0", 0), ("0", 1), ("2", 0)]
+    assert {c.source for c in candidates} == {"fixture_math"}
+    assert all(c.response.startswith("<think>\n") for c in candidates)
+    # pseudo-gold: each row's own last box after </think>
+    assert [c.answer for c in candidates] == [extract_answer(c.response) for c in candidates] == ["720", "720", "1"]
+    everything = load_candidates(spec.model_copy(update={"path": str(FIXTURES / fixture), "filter": None}))
+    assert [(c.source, c.answer) for c in everything][3:] == [("fixture_code", "")]  # code: no final answer
+
+
+def test_presets_per_benchmark_samples_and_r1_sampling():
+    for preset in PAPER:
+        _, params = compose(preset, DEFAULTS)
+        k = {name: spec.num_samples for name, spec in params.data.benchmarks.items()}
+        assert all(k[b] == 16 for b in k if b.startswith("aime")), preset
+        assert k.get("math500", 4) == 4 and k.get("gpqa_diamond", 8) == 8 and k["olympiadbench"] == 4, preset
+        assert (params.generate.temperature, params.generate.top_p) == (0.6, 0.95), preset
+        if params.models.teacher.path.startswith("deepseek-ai/") and params.models.distilled.path is not None:
+            assert params.generate.max_new_tokens == 32768, preset
+
+
+def test_limo_v2_preset():
+    _, params = compose(ROOT / "configs" / "limo-v2.yaml", DEFAULTS)
+    limo = "Please reason step by step, and put your final answer within \\boxed{}."
+    assert (params.models.student.path, params.models.distilled.path) == ("Qwen/Qwen2.5-32B-Instruct", "GAIR/LIMO-v2")
+    assert params.models.student.system_prompt == params.models.distilled.system_prompt == limo
+    assert params.models.teacher.system_prompt is None
+    for role in ("student", "distilled"):  # full-length traces fit the YaRN-stretched window
+        overrides = getattr(params.models, role).config_overrides
+        assert overrides["max_position_embeddings"] >= params.generate.max_new_tokens + 1024
 
 
 def _gpqa_spec():

@@ -211,7 +211,9 @@ def _write_runs(root, accs):
     for (arm, seed), per_bench in accs.items():
         d = root / arm / f"seed{seed}"
         d.mkdir(parents=True)
-        rows = [{"benchmark": b, "correct": i < k} for b, k in per_bench.items() for i in range(10)]
+        # 10 questions x 1 sample: avg@1 = pass@1 = the share correct; the first response of each benchmark truncated
+        rows = [{"benchmark": b, "question_id": f"q{i}", "correct": i < k, "finish_reason": "length" if i == 0 else
+                 "stop"} for b, k in per_bench.items() for i in range(10)]
         (d / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 

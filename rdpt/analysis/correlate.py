@@ -1,6 +1,7 @@
 """The correlate stage: provenance vs correctness — accuracy, class shares, position-wise curves and their areas
 (:mod:`rdpt.analysis.shares`), the quantified correlation (:mod:`rdpt.analysis.stats`), figures and tables
-(:mod:`rdpt.analysis.figures`), and the classification thresholds used.
+(:mod:`rdpt.analysis.figures`), the classification thresholds used, and the evaluation protocol of every model
+(avg@k, pass@k, truncation rate: :mod:`rdpt.analysis.pass_at_k`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from rdpt import RdptError
 from rdpt.analysis import figures as report
 from rdpt.analysis import shares as stats
 from rdpt.analysis import stats as quant
+from rdpt.analysis.pass_at_k import evaluation
 from rdpt.analysis.shares import json_number
 from rdpt.io.artifacts import read_json, read_table, write_json
 from rdpt.params import Params
@@ -65,6 +67,9 @@ def correlate(params: Params, classified_path: str, graded_path: str, cost_dirs:
                 .unstack("model").reindex(columns=list(ROLES)))
     payload = {"accuracy": {b: {m: json_number(v) for m, v in row.items()} for b, row in accuracy.iterrows()},
                "provenance": metrics,
+               # the evaluation protocol: avg@k (= pass@1), unbiased pass@k, truncation rate per benchmark and model
+               "evaluation": {b: {m: by_model[m] for m in ROLES if m in by_model}
+                              for b, by_model in evaluation(graded).items()},
                "truncated": {m: int(n) for m, n in graded.assign(t=graded["finish_reason"] == "length")
                              .groupby("model")["t"].sum().items()},
                # responses whose sampled bytes were not valid UTF-8 (decoded with U+FFFD); each model's own

@@ -213,12 +213,13 @@ class HfEngine(Engine):
         from transformers import GenerationConfig
 
         pad_id = self.pad_id if self.pad_id is not None else stop_ids[0]
+        greedy = temperature == 0  # argmax: no warpers at all (transformers warns about unused ones)
         gen_config = GenerationConfig(
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,  # 0 = off; otherwise the global default of 50 would apply
-            min_p=min_p or None,  # None = no min-p warper at all (0 would add a no-op one)
+            do_sample=not greedy,
+            temperature=None if greedy else temperature,
+            top_p=None if greedy else top_p,
+            top_k=None if greedy else top_k,  # 0 = off; otherwise the global default of 50 would apply
+            min_p=None if greedy else (min_p or None),  # None = no min-p warper (0 would add a no-op one)
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             min_length=0,

@@ -19,6 +19,14 @@ Choices made here:
   "(C)" without a box or an announcement does not.
 - A gold may hold an escaped dollar (``\\$32,348``, MATH-500 money answers): only an unescaped ``$`` marks
   the gold as already delimited LaTeX.
+- **A gold of several parts** (OlympiadBench's multi-answer items: ``final_answer`` is a list) is right only
+  when the response gives every part and nothing more: the last box is split at its top-level commas (a comma
+  between a digit and exactly three digits is a thousands separator, not a split), or, when it holds one item,
+  the last boxes, one per part; the items and the parts must pair up one to one (any order), each pair
+  equal under math-verify. math-verify alone reads ``\\boxed{3, 5}`` as a set and accepts any overlap with the
+  gold, so one right part of two would count. A one-part gold is graded as an ordinary answer.
+- **Pseudo-gold** (a dataset without a gold column, e.g. AceReason-1.1-SFT): :func:`final_answer` is the last
+  box after ``</think>``, kept only when math-verify parses it, as the dataset's authors filter their data.
 - A gold math-verify cannot parse raises :class:`RdptError` naming it (callers add the file and row):
   a wrong gold must not silently score every response 0.
 - math-verify's timeouts use ``signal.alarm``, which only works in the main thread; off the main thread
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Sequence
 from string import ascii_uppercase
 
 import pandas as pd
@@ -56,6 +65,7 @@ _CHOICE = re.compile(r"\(?([A-Z])\)?")
 _PAREN_LETTER = re.compile(r"(?<![A-Za-z0-9\\])\(([A-Z])\)")
 _DELIMITER = re.compile(r"(?<!\\)\$")  # a $ that is not \$
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_THOUSANDS = re.compile(r"\d,\d{3}(?!\d)")  # at the comma's left neighbour: 1,000 is one number
 
 
 def _timeout() -> int | None:
@@ -116,13 +126,101 @@ def parse_answer(response: str, choices: bool = False) -> list:
     return parse(region, extraction_config=configs, parsing_timeout=_timeout())
 
 
-def grade(gold: str, response: str) -> bool:
-    """Whether ``response`` answers ``gold``; a missing or unparseable answer is wrong."""
+def grade(gold: str | Sequence[str], response: str) -> bool:
+    """Whether ``response`` answers ``gold``; a missing or unparseable answer is wrong.
+
+    ``gold`` may be a list of parts (see the module docstring): all of them must be answered.
+    """
+    if not isinstance(gold, str):
+        parts = list(gold)
+        if len(parts) > 1:
+            return _grade_parts(parts, response)
+        if not parts:
+            raise RdptError("gold answer [] has no part")
+        gold = parts[0]
     gold_parsed = parse_gold(gold)
     answer = parse_answer(response, choices=choice_letter(gold) is not None)
     if not answer:
         return False
     return bool(verify(gold_parsed, answer, timeout_seconds=_timeout()))
+
+
+def split_items(text: str) -> list[str]:
+    """``text`` split at its top-level commas (not inside (), [], {}, nor a thousands separator like 1,000)."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(depth - 1, 0)
+        elif ch == "," and depth == 0 and not _THOUSANDS.match(text, i - 1):
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [t.strip() for t in items if t.strip()]
+
+
+def _boxes(text: str) -> list[str]:
+    """Contents of every complete box, in order."""
+    out, end = [], len(text)
+    while (box := last_box(text[:end])) is not None:
+        inner = text[box[0]:box[1]]
+        out.append(inner[inner.index("{") + 1 : -1])
+        end = box[0]
+    return out[::-1]
+
+
+def answer_items(response: str, n_parts: int) -> list[str]:
+    """The response's answers to a gold of ``n_parts`` parts: the last box's items, or the last boxes."""
+    boxes = _boxes(response)
+    if not boxes:
+        return []
+    items = split_items(boxes[-1])
+    if len(items) == 1 and len(boxes) >= n_parts:
+        items = boxes[-n_parts:]
+    return items
+
+
+def _grade_parts(parts: list[str], response: str) -> bool:
+    golds = [parse_gold(p) for p in parts]  # a bad part is an error even when the response has no answer
+    items = answer_items(response, len(parts))
+    if len(items) != len(parts):
+        return False
+    answers = [parse_answer(f"\\boxed{{{item}}}") for item in items]
+    match = [[bool(a) and bool(verify(g, a, timeout_seconds=_timeout())) for a in answers] for g in golds]
+    return _perfect_matching(match)
+
+
+def _perfect_matching(match: list[list[bool]]) -> bool:
+    """Whether every row (gold part) pairs with its own column (answer item): augmenting paths (Kuhn)."""
+    owner: dict[int, int] = {}
+
+    def assign(row: int, seen: set[int]) -> bool:
+        for col, ok in enumerate(match[row]):
+            if ok and col not in seen:
+                seen.add(col)
+                if col not in owner or assign(owner[col], seen):
+                    owner[col] = row
+                    return True
+        return False
+
+    return all(assign(row, set()) for row in range(len(match)))
+
+
+def final_answer(response: str) -> str | None:
+    """Pseudo-gold: the last box after ``</think>`` when math-verify parses it, else None (no think block closed,
+    no box after it, or an unparseable one)."""
+    _, think, summary = response.rpartition("</think>")
+    if not think:
+        return None
+    boxes = _boxes(summary)
+    if not boxes or not boxes[-1].strip():
+        return None
+    try:
+        parse_gold(boxes[-1])
+    except RdptError:
+        return None
+    return boxes[-1].strip()
 
 
 def extract_answer(response: str) -> str | None:
@@ -135,6 +233,16 @@ def extract_answer(response: str) -> str | None:
     return str(parsed[0]) if parsed else None
 
 
+def row_gold(answer, parts=None) -> str | list[str]:
+    """The gold of a `generations` row: its ``answer_parts`` when it has several (multi-part gold), else
+    ``answer`` (rows of one-part benchmarks have no ``answer_parts``; a table mixing both reads NaN there)."""
+    if isinstance(parts, (list, tuple)) or hasattr(parts, "tolist"):
+        parts = [str(p) for p in list(parts)]
+        if len(parts) > 1:
+            return parts
+    return str(answer)
+
+
 def evaluate(generations: dict[str, str], out: str) -> pd.DataFrame:
     """The evaluate stage: grade every response of every model with math-verify; a bad gold names file and row::
 
@@ -145,10 +253,11 @@ def evaluate(generations: dict[str, str], out: str) -> pd.DataFrame:
     frames = []
     for role, path in generations.items():
         df = read_table(path, "generations")
+        parts = df["answer_parts"] if "answer_parts" in df.columns else [None] * len(df)
         correct = []
-        for i, (gold, text) in enumerate(zip(df["answer"], df["text"])):
+        for i, (gold, gold_parts, text) in enumerate(zip(df["answer"], parts, df["text"])):
             try:
-                correct.append(bool(grade(str(gold), str(text))))
+                correct.append(bool(grade(row_gold(gold, gold_parts), str(text))))
             except RdptError as err:
                 raise RdptError(f"{path}: row {i}: {err}") from None
         invalid = df["text"].astype(str).str.contains("\ufffd", regex=False)

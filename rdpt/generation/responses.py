@@ -3,7 +3,10 @@ per question from each model), journaled so a killed run resumes (:mod:`rdpt.io.
 
     python stages/generate.py --role teacher --model data/toy/models/teacher --out /tmp/teacher.jsonl
 
-Rows follow the ``generations`` schema (:mod:`rdpt.io.artifacts`), ids ``<benchmark>/<question_id>/<k>``.
+Rows follow the ``generations`` schema (:mod:`rdpt.io.artifacts`), ids ``<benchmark>/<question_id>/<k>``; a
+question whose gold has several parts adds them as ``answer_parts`` (graded through
+:func:`~rdpt.generation.grade.row_gold`). A benchmark's ``num_samples`` (``data.benchmarks.<name>.num_samples``)
+overrides the stage's (:func:`benchmark_sampling`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import rdpt.generation.sample
 import rdpt.models
 from rdpt import RdptError
 from rdpt.engines import engine_kind, open_engine
-from rdpt.generation.grade import grade
+from rdpt.generation.grade import grade, row_gold
 from rdpt.generation.sample import batch_plan, sample
 from rdpt.io.artifacts import write_jsonl
 from rdpt.io.data import Question, load_questions
@@ -28,8 +31,15 @@ log = logging.getLogger(__name__)
 SAMPLING_CODE = [rdpt.generation.sample, rdpt.models]
 
 
-def _record_check(plans: dict[str, list[list[int]]], num_samples: int):
-    """A journaled batch must hold the plan's prompts and num_samples well-formed responses each."""
+def benchmark_sampling(sampling: SamplingParams, spec) -> SamplingParams:
+    """The sampling of one benchmark: the stage's, with the benchmark's ``num_samples`` when it sets one (AIME 16,
+    MATH-500 4: a small set needs more samples per question for a stable avg@k)."""
+    k = getattr(spec, "num_samples", None)
+    return sampling if k is None or k == sampling.num_samples else sampling.model_copy(update={"num_samples": k})
+
+
+def _record_check(plans: dict[str, list[list[int]]], num_samples: dict[str, int]):
+    """A journaled batch must hold the plan's prompts and its benchmark's num_samples well-formed responses each."""
 
     def valid(unit: str, data) -> bool:
         name, _, b = unit.rpartition("/")
@@ -37,7 +47,7 @@ def _record_check(plans: dict[str, list[list[int]]], num_samples: int):
             return False
         idx = plans[name][int(b)]
         return data["prompts"] == idx and len(data["samples"]) == len(idx) and all(
-            len(per_prompt) == num_samples
+            len(per_prompt) == num_samples[name]
             and all(isinstance(r["text"], str) and r["finish_reason"] in ("stop", "length")
                     and isinstance(r["n_tokens"], int) for r in per_prompt)
             for per_prompt in data["samples"])
@@ -82,7 +92,8 @@ def sample_responses(engine, tokenizer, questions: list[Question], benchmark: st
                 "sample_idx": k, "question": q.question, "answer": q.answer, "text": s["text"],
                 "finish_reason": s["finish_reason"], "n_tokens": int(s["n_tokens"]),
                 "token_ids": [int(t) for t in s["token_ids"]], "model": model,
-            } | ({"system_prompt": system_prompt} if system_prompt is not None else {}))
+            } | ({"system_prompt": system_prompt} if system_prompt is not None else {})
+              | ({"answer_parts": list(q.parts)} if q.parts else {}))
     return rows
 
 
@@ -120,8 +131,11 @@ def fitting_questions(engine, tokenizer, sets: dict[str, list[Question]], source
 def _journaled_sampling(params: Params, ref: ModelRef, name: str, stage: str, slot: str, sampling: SamplingParams,
                         sets: dict[str, list[Question]], sources: dict[str, str], seeds: dict[str, int],
                         journal_dir: str | None, out: str | None = None,
-                        system_prompts: dict[str, str | None] | None = None):
-    """Open ``ref``'s engine and sample every question set under one journal; (rows, engine name, journal, skipped)."""
+                        system_prompts: dict[str, str | None] | None = None,
+                        per_set: dict[str, SamplingParams] | None = None):
+    """Open ``ref``'s engine and sample every question set under one journal; (rows, engine name, journal, skipped).
+
+    ``per_set``: a set's own sampling where it differs from ``sampling`` (its num_samples)."""
     tokenizer = load_tokenizer(ref, padding_side="left")
     kind = engine_kind(ref, sampling.engine)
     engine = open_engine(ref, sampling.engine, params, tokenizer, seed=params.seed)
@@ -130,18 +144,22 @@ def _journaled_sampling(params: Params, ref: ModelRef, name: str, stage: str, sl
         sets, n_skipped = fitting_questions(engine, tokenizer, sets, sources, sampling, ref, system_prompts)
         prompts = {b: [encode_prompt(tokenizer, render_prompt(tokenizer, q.question, system_prompts.get(b)))
                        for q in qs] for b, qs in sets.items()}
+        per_set = {b: (per_set or {}).get(b, sampling) for b in sets}
+        overrides = {b: s.num_samples for b, s in per_set.items() if s.num_samples != sampling.num_samples}
         fingerprint = run_fingerprint(
             params, stage, name, ref, kind, SAMPLING_CODE, seed=params.seed, sampling=sampling.model_dump(),
             benchmarks=[[b, digest([[q.id, q.question] for q in qs])] for b, qs in sets.items()],
-            prompts=digest(prompts), system_prompts=system_prompts)
+            prompts=digest(prompts), system_prompts=system_prompts,
+            # only when a benchmark overrides num_samples: journals without overrides keep their key
+            **({"num_samples": overrides} if overrides else {}))
         check = _record_check({b: batch_plan(ps, sampling.batch_size) for b, ps in prompts.items()},
-                              sampling.num_samples)
+                              {b: s.num_samples for b, s in per_set.items()})
         journal = Journal(journal_dir, slot, fingerprint, check, target=out)
         with journal:
             rows: list[dict] = []
             for b, questions in sets.items():
                 desc = f"{stage} {name} {b}" if stage == "generate" else stage
-                rows += sample_responses(engine, tokenizer, questions, b, sampling, seeds[b], desc, journal,
+                rows += sample_responses(engine, tokenizer, questions, b, per_set[b], seeds[b], desc, journal,
                                          model=ref.path, system_prompt=system_prompts.get(b))
     finally:
         engine.close()
@@ -161,7 +179,8 @@ def teacher_samples(params: Params, ref: ModelRef, questions: list[Question], sp
     n_total = len(rows)
     n_length = sum(r["finish_reason"] == "length" for r in rows)
     if spec.only_correct:
-        rows = [r for r in rows if r["finish_reason"] == "stop" and grade(r["answer"], r["text"])]
+        rows = [r for r in rows
+                if r["finish_reason"] == "stop" and grade(row_gold(r["answer"], r.get("answer_parts")), r["text"])]
     if not rows:
         raise RdptError(f"{stage}: the teacher produced no usable response (check the teacher model and "
                         f"the {stage} params)")
@@ -199,9 +218,10 @@ def generate(params: Params, ref: ModelRef, name: str, out: str, journal_dir: st
     seeds = {b: params.seed + 1000 * i for i, b in enumerate(benchmarks)}
     sources = {b: spec.path for b, spec in params.data.benchmarks.items()}
     system_prompts = {b: getattr(spec, "system_prompt", None) for b, spec in params.data.benchmarks.items()}
+    per_set = {b: benchmark_sampling(params.generate, spec) for b, spec in params.data.benchmarks.items()}
     rows, kind, journal, n_skipped = _journaled_sampling(params, ref, name, "generate", f"generate-{name}",
                                                          params.generate, benchmarks, sources, seeds, journal_dir,
-                                                         out, system_prompts)
+                                                         out, system_prompts, per_set)
     write_jsonl(out, rows)
     journal.complete()
     return {"n_responses": len(rows), "engine": kind} | ({"n_skipped_too_long": n_skipped} if n_skipped else {})

@@ -7,6 +7,11 @@ Real benchmarks load through the same :class:`~rdpt.params.DatasetSpec` fields (
 integer answers become strings, MATH-500's LaTeX answers are kept as written (math-verify reads them), and a
 multiple-choice set such as GPQA (``distractor_fields``) becomes a question with lettered options whose gold
 answer is a letter. ``prompt_template`` wraps the question in an instruction (e.g. where to put the answer).
+A list gold (``answer_format: list``, OlympiadBench's ``final_answer``) becomes the question's gold parts, all of
+which a response must answer (:func:`rdpt.generation.grade.grade`). ``filter`` keeps the rows whose columns hold
+given values (AceReason-1.1-SFT's math rows); a candidate dataset may read question and response from one
+conversation column by role (``chat``: OpenThoughts3) and take each row's gold from its own response
+(``pseudo_gold``).
 
 A dataset is checked whole when it is loaded, so a bad row fails the stage before any model runs, in one line
 naming the file and the row: a local JSONL/CSV file must be UTF-8 and well formed (every line a JSON object;
@@ -20,6 +25,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +34,7 @@ from string import ascii_uppercase
 from rdpt import RdptError
 from rdpt.params import DatasetSpec
 
+_DOLLARS = re.compile(r"\$[^$]*\$")  # one inline-math span, the whole cell
 _LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -35,7 +42,13 @@ _LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet":
 class Question:
     id: str
     question: str
-    answer: str
+    answer: str  # the gold; for a gold of several parts, the parts joined by ", " (for reading only)
+    parts: tuple[str, ...] = ()  # a gold of several parts (answer_format: list), all to be answered; else ()
+
+    @property
+    def gold(self) -> str | list[str]:
+        """What :func:`rdpt.generation.grade.grade` takes: the parts when there are several, else the answer."""
+        return list(self.parts) if self.parts else self.answer
 
 
 def _check_text_file(path: Path) -> None:
@@ -202,20 +215,71 @@ def _require_text(path: str, row: int, value, what: str) -> None:
         raise RdptError(f"{path}: row {row}: empty or missing {what}")
 
 
+def _rows(ds, spec, fields) -> list[tuple[int, dict]]:
+    """(row index in the file, row) of the rows ``spec.filter`` keeps, the first ``spec.limit`` of them; the
+    columns in ``fields`` and the filter's must exist (one line naming the dataset and the column)."""
+    needed = [f for f in fields if f] + list(spec.filter or {})
+    for field in needed:
+        if field not in ds.column_names:
+            raise RdptError(f"{spec.path}: no column {field!r} (columns: {', '.join(ds.column_names)})")
+    if spec.filter:
+        wanted = {c: v if isinstance(v, list) else [v] for c, v in spec.filter.items()}
+        # type-exact: YAML's true must not keep a row holding 1, nor 1 a row holding True
+        keep = [i for i, row in enumerate(ds.select_columns(list(wanted)))
+                if all(any(type(row[c]) is type(v) and row[c] == v for v in vs) for c, vs in wanted.items())]
+        if not keep:
+            raise RdptError(f"{spec.path}: no row matches filter {spec.filter!r}")
+    else:
+        keep = list(range(len(ds)))
+    if spec.limit is not None:
+        keep = keep[: spec.limit]
+    return list(zip(keep, ds.select(keep))) if keep != list(range(len(ds))) else list(enumerate(ds))
+
+
+def _gold_parts(spec: DatasetSpec, i: int, row: dict) -> tuple[str, ...]:
+    """A list gold's parts as text; each must be non-blank and parse (one line naming file, row and column)."""
+    from rdpt.generation.grade import split_items
+
+    value = row[spec.answer_field]
+    if not isinstance(value, (list, tuple)):
+        raise RdptError(f"{spec.path}: row {i}: gold answer {spec.answer_field!r} should be a list "
+                        f"(answer_format: list), found {type(value).__name__}")
+    if not value:
+        raise RdptError(f"{spec.path}: row {i}: empty list in gold answer {spec.answer_field!r}")
+    for part in value:
+        _require_text(spec.path, i, part, f"part of gold answer {spec.answer_field!r}")
+    parts = [str(p).strip() for p in value]
+    if spec.multiple_answer_field is not None:
+        multiple = row[spec.multiple_answer_field]
+        if not isinstance(multiple, bool):
+            raise RdptError(f"{spec.path}: row {i}: {spec.multiple_answer_field!r} should be true or false, found "
+                            f"{multiple!r}")
+        if multiple and len(parts) == 1:
+            # '$2, 3$' -> '$2$', '$3$': each part keeps the gold's math delimiters
+            wrapped = _DOLLARS.fullmatch(parts[0]) is not None
+            items = split_items(parts[0][1:-1] if wrapped else parts[0])
+            if len(items) > 1:
+                parts = [f"${t}$" if wrapped else t for t in items]
+    for part in parts:
+        check_gold(spec.path, i, part)
+    return tuple(parts)
+
+
 def load_questions(spec: DatasetSpec) -> list[Question]:
     """Rows as :class:`Question`; a row without a question or gold answer is an error naming the row."""
     ds = _load(spec)
-    fields = (spec.question_field, spec.answer_field, *(spec.distractor_fields or ()))
-    for field in fields + ((spec.id_field,) if spec.id_field else ()):
-        if field not in ds.column_names:
-            raise RdptError(f"{spec.path}: no column {field!r} (columns: {', '.join(ds.column_names)})")
-    if spec.limit is not None:
-        ds = ds.select(range(min(spec.limit, len(ds))))
+    fields = (spec.question_field, spec.answer_field, *(spec.distractor_fields or ()), spec.id_field,
+              spec.multiple_answer_field)
     questions: list[Question] = []
     seen: set[str] = set()
-    for i, row in enumerate(ds):
+    for i, row in _rows(ds, spec, fields):
         q, a = row[spec.question_field], row[spec.answer_field]
         _require_text(spec.path, i, q, repr(spec.question_field))
+        parts: tuple[str, ...] = ()
+        if spec.answer_format == "list":
+            parts = _gold_parts(spec, i, row)
+            a = ", ".join(parts)
+            parts = parts if len(parts) > 1 else ()  # one part: an ordinary answer
         _require_text(spec.path, i, a, f"gold answer {spec.answer_field!r}")
         qid = str(row[spec.id_field]) if spec.id_field else str(i)
         if qid in seen:
@@ -224,10 +288,11 @@ def load_questions(spec: DatasetSpec) -> list[Question]:
         q, a = str(q), str(a)
         if spec.distractor_fields:
             q, a = _multiple_choice(spec, row, q, qid, i)
-        check_gold(spec.path, i, a)
+        if not parts:
+            check_gold(spec.path, i, a)
         if spec.prompt_template is not None:
             q = spec.prompt_template.replace("{question}", q)
-        questions.append(Question(qid, q, a))
+        questions.append(Question(qid, q, a, parts))
     if not questions:
         raise RdptError(f"{spec.path}: no rows")
     return questions
@@ -245,32 +310,51 @@ class Candidate:
     source: str  # the model that wrote it, "" when unknown
 
 
+def _chat_texts(spec, i: int, row: dict) -> tuple[object, object]:
+    """(question, response) of a row's conversation column: the one message of each role."""
+    chat = spec.chat
+    messages = row[chat.column]
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise RdptError(f"{spec.path}: row {i}: {chat.column!r} should be a list of messages, found "
+                        f"{type(messages).__name__}")
+    texts = {}
+    for role in (chat.question_role, chat.response_role):
+        found = [m.get(chat.content_key) for m in messages if m.get(chat.role_key) == role]
+        if len(found) != 1:
+            raise RdptError(f"{spec.path}: row {i}: {chat.column!r} has {len(found)} messages with "
+                            f"{chat.role_key} {role!r} (expected one)")
+        texts[role] = found[0]
+    return texts[chat.question_role], texts[chat.response_role]
+
+
 def load_candidates(spec) -> list[Candidate]:
     """Rows of a :class:`~rdpt.params.CandidateDataset` as candidates grouped by question.
 
     Without ``id_field``, rows with the same question text belong to one question (id = its first row).
     A row without a question or response is an error naming the row; a question whose rows disagree on
-    the gold answer is an error too (the answer decides which candidates are kept).
+    the gold answer is an error too (the answer decides which candidates are kept). With ``pseudo_gold`` each
+    row's gold is its own final answer (:func:`rdpt.generation.grade.final_answer`; "" when it has none).
     """
+    from rdpt.generation.grade import final_answer
+
     ds = _load(spec)
-    needed = [spec.question_field, spec.response_field, spec.answer_field, spec.id_field, spec.source_field]
-    for field in [f for f in needed if f]:
-        if field not in ds.column_names:
-            raise RdptError(f"{spec.path}: no column {field!r} (columns: {', '.join(ds.column_names)})")
-    if spec.limit is not None:
-        ds = ds.select(range(min(spec.limit, len(ds))))
+    text_fields = [spec.chat.column] if spec.chat else [spec.question_field, spec.response_field]
+    fields = [*text_fields, spec.answer_field, spec.id_field, spec.source_field]
     out: list[Candidate] = []
     ids_of_text: dict[str, str] = {}
     gold: dict[str, str] = {}
     count: dict[str, int] = {}
-    for i, row in enumerate(ds):
-        q, r = row[spec.question_field], row[spec.response_field]
-        _require_text(spec.path, i, q, repr(spec.question_field))
-        _require_text(spec.path, i, r, f"response {spec.response_field!r}")
+    for i, row in _rows(ds, spec, fields):
+        q, r = _chat_texts(spec, i, row) if spec.chat else (row[spec.question_field], row[spec.response_field])
+        _require_text(spec.path, i, q, f"question in {spec.chat.column!r}" if spec.chat else repr(spec.question_field))
+        _require_text(spec.path, i, r, f"response in {spec.chat.column!r}" if spec.chat else
+                      f"response {spec.response_field!r}")
         q = str(q)
         qid = str(row[spec.id_field]) if spec.id_field else ids_of_text.setdefault(q, str(i))
         a = ""
-        if spec.answer_field:
+        if spec.pseudo_gold:
+            a = final_answer(str(r)) or ""
+        elif spec.answer_field:
             raw = row[spec.answer_field]
             if raw is None or not str(raw).strip():
                 raise RdptError(f"{spec.path}: row {i}: empty or missing gold answer {spec.answer_field!r}")

@@ -33,12 +33,14 @@ from rdpt.params.inputs import (  # noqa: F401 - the params API is imported from
     DatasetSpec,
     ModelsParams,
     ModelSpec,
+    RealWorldParams,
     ToyAltParams,
     ToyParams,
 )
 from rdpt.params.stages import (  # noqa: F401 - the params API is imported from rdpt.params
     CandidateDataset,
     CandidatesParams,
+    ChatColumn,
     ClassifyParams,
     CorrelateParams,
     Engine,
@@ -60,9 +62,15 @@ class Params(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype; auto = bfloat16 on CUDA, float32 on CPU."
     )
+    # The folder of the world stage the models and data come from: teach/generate/score depend on it in dvc.yaml,
+    # so `dvc repro` of a real preset does not build the toy world (a fixed choice: it becomes a DVC dep path).
+    world: Literal["data/toy", "data/real"] = Field(
+        "data/toy", description="World stage output the pipeline depends on: data/toy (toy_world) or data/real "
+        "(real_world; configs/real-cpu.yaml). Hub-id presets keep data/toy.")
     models: ModelsParams
     data: DataParams
     toy: ToyParams = ToyParams()
+    real: RealWorldParams = RealWorldParams()
     teach: TeachParams = TeachParams()
     distill: TrainParams = TrainParams()
     generate: SamplingParams = SamplingParams()

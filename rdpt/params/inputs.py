@@ -115,6 +115,23 @@ class ModelsParams(Section):
     )
 
 
+# A row filter: column -> the value (or any of the values) a row must hold there to be read.
+FilterValue = str | int | bool
+RowFilter = dict[str, FilterValue | list[FilterValue]]
+
+
+def check_filter(value: RowFilter | None) -> RowFilter | None:
+    """Shared by every dataset section: a filter names at least one column and each list at least one value."""
+    if value is None:
+        return value
+    if not value:
+        raise ValueError("name at least one column, or null")
+    for column, wanted in value.items():
+        if isinstance(wanted, list) and not wanted:
+            raise ValueError(f"column {column!r}: give at least one value")
+    return value
+
+
 class DatasetSpec(Section):
     path: str = Field(description="Local JSON/JSONL/CSV/Parquet file, or a hub dataset id.")
     name: str | None = Field(None, description="Hub dataset config name.")
@@ -135,6 +152,25 @@ class DatasetSpec(Section):
         "System message for this benchmark's prompts, in every model's template; wins over models.<role>."
         "system_prompt ('' = no system message at all); null = each model's own. Recorded in each sampled row "
         "(`system_prompt`), so scoring and fine-tuning rebuild the same prompt."))
+    answer_format: Literal["text", "list"] = Field("text", description=(
+        "text = answer_field holds one gold answer; list = it holds a list of gold parts (OlympiadBench's "
+        "final_answer): a response is right only when it gives every part and no other, paired one to one "
+        "(rdpt/generation/grade.py); a one-part list is an ordinary answer."))
+    multiple_answer_field: str | None = Field(None, description=(
+        "With answer_format list: a bool column (OlympiadBench's is_multiple_answer); where it is true and the "
+        "list holds one part, that part is split at its top-level commas into the parts ('$2, 3$' -> 2 and 3), "
+        "since a multi-answer gold may be written as list items or inside one item; null = never split."))
+    filter: RowFilter | None = Field(None, description=(
+        "Read only the rows whose columns hold these values, e.g. {category: math} or {domain: [math, science]}; "
+        "applied before `limit`; null = every row."))
+    num_samples: int | None = Field(None, ge=1, description=(
+        "Responses per question on this benchmark, in `generate` and the selection runs' evaluation (e.g. 16 on "
+        "AIME, 4 on MATH-500); null = generate.num_samples. Not for data.train (teach's own num_samples)."))
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: RowFilter | None) -> RowFilter | None:
+        return check_filter(value)
 
     @field_validator("distractor_fields")
     @classmethod
@@ -156,6 +192,10 @@ class DatasetSpec(Section):
     def _answer_not_a_distractor(self) -> "DatasetSpec":
         if self.distractor_fields and self.answer_field in self.distractor_fields:
             raise ValueError(f"answer_field {self.answer_field!r} is also in distractor_fields")
+        if self.distractor_fields and self.answer_format == "list":
+            raise ValueError("answer_format 'list' does not go with distractor_fields (one right option)")
+        if self.multiple_answer_field is not None and self.answer_format != "list":
+            raise ValueError("multiple_answer_field needs answer_format: list")
         return self
 
 
@@ -171,6 +211,13 @@ class DataParams(Section):
         for name in value:
             check_name("benchmark", name)
         return value
+
+    @model_validator(mode="after")
+    def _train_samples(self) -> "DataParams":
+        if self.train.num_samples is not None:
+            raise ValueError("train.num_samples: teach.num_samples and select.candidates.num_samples set the "
+                             "responses per train question; remove it")
+        return self
 
 
 def _heads_divide(prefix: str, hidden: int, heads: int) -> None:
@@ -239,3 +286,15 @@ class ToyAltParams(ToyTraining):
     def _heads_divide_hidden(self) -> "ToyAltParams":
         _heads_divide("", self.hidden, self.heads)
         return self
+
+
+class RealWorldParams(Section):
+    """The real-weights world (``configs/real-cpu.yaml``): one-step word problems for real pretrained models.
+
+    The stage ``real_world`` writes the questions and references naming the cached real checkpoints
+    (:mod:`rdpt.real_world`); it needs no asset itself, the loader checks them when a model loads.
+    """
+
+    n_train: int = Field(256, ge=1, description="Train questions (answered by the teacher in `teach`).")
+    n_test: int = Field(48, ge=1, description="Test questions (benchmark one_step), none among the train ones.")
+    seed: Seed = Field(0, description="Seed of the question generator.")

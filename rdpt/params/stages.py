@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from rdpt.params.base import Section, Seed
-from rdpt.params.inputs import ModelSpec
+from rdpt.params.inputs import ModelSpec, RowFilter, check_filter
 
 Engine = Literal["hf", "vllm"]
 
@@ -20,7 +20,8 @@ class SamplingParams(Section):
         "hf = transformers generate; vllm = an offline vLLM engine (pip extra `vllm`). A model whose spec names "
         "a `server` is always sampled there."))
     num_samples: int = Field(1, ge=1, description="Responses per question (K).")
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, ge=0, description=(
+        "0 = greedy decoding (one response per question: num_samples must be 1; top_p/top_k/min_p unused)."))
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="Sample from the k most likely tokens only; 0 = off.")
     min_p: float = Field(0.0, ge=0, le=1, description=(
@@ -30,6 +31,14 @@ class SamplingParams(Section):
     too_long: Literal["error", "skip"] = Field("error", description=(
         "A question whose prompt + max_new_tokens exceeds the model's context: error = stop before sampling, "
         "naming the dataset row; skip = leave the question out (counted in the stage's report and log)."))
+
+    @model_validator(mode="after")
+    def _greedy_has_one_sample(self):
+        if self.temperature == 0 and self.num_samples != 1:
+            raise PydanticCustomError("greedy_samples", "temperature 0 is greedy decoding: every sample would be "
+                                      "the same response, so num_samples must be 1 (got {n})",
+                                      {"n": self.num_samples})
+        return self
 
 
 class TeachParams(SamplingParams):
@@ -144,6 +153,25 @@ class CorrelateParams(Section):
     seed: Seed = Field(0, description="Seed of the bootstrap and permutations (fixed: reports are reproducible).")
 
 
+class ChatColumn(Section):
+    """A column holding a conversation, a list of messages (OpenThoughts3's ``conversations``:
+    ``[{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]``)."""
+
+    column: str = Field(description="The column with the list of messages.")
+    role_key: str = Field("from", description="Key of a message's role (OpenAI-style lists: role).")
+    content_key: str = Field("value", description="Key of a message's text (OpenAI-style lists: content).")
+    question_role: str = Field("human", description="Role of the question's message (exactly one per row).")
+    response_role: str = Field("gpt", description="Role of the response's message (exactly one per row).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "ChatColumn":
+        if self.question_role == self.response_role:
+            raise ValueError("question_role and response_role must differ")
+        if self.role_key == self.content_key:
+            raise ValueError("role_key and content_key must differ")
+        return self
+
+
 class CandidateDataset(Section):
     """A dataset that already holds several responses per question (e.g. teacher traces of a public SFT set)."""
 
@@ -157,7 +185,30 @@ class CandidateDataset(Section):
     id_field: str | None = Field(None, description="Question id column; null = rows with the same question text "
                                                    "are candidates of one question.")
     source_field: str | None = Field(None, description="Column naming the model that wrote the response (kept).")
-    limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows (after `filter`).")
+    filter: RowFilter | None = Field(None, description=(
+        "Read only the rows whose columns hold these values, e.g. {category: math} (AceReason-1.1-SFT's math "
+        "rows); null = every row."))
+    chat: ChatColumn | None = Field(None, description=(
+        "Question and response read from one conversation column by role (OpenThoughts3); replaces "
+        "question_field and response_field."))
+    pseudo_gold: bool = Field(False, description=(
+        "No gold column: each row's gold is the last \\boxed{} answer after </think> in its own response, when "
+        "math-verify parses it (as AceReason's authors filter their data); a row without one has no gold (counted "
+        "in the candidates report), and only_correct drops it."))
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, value: RowFilter | None) -> RowFilter | None:
+        return check_filter(value)
+
+    @model_validator(mode="after")
+    def _columns(self) -> "CandidateDataset":
+        if self.chat is not None and {"question_field", "response_field"} & self.model_fields_set:
+            raise ValueError("chat replaces question_field and response_field: give one or the other")
+        if self.pseudo_gold and self.answer_field is not None:
+            raise ValueError("pseudo_gold reads the gold from each response: set answer_field to null")
+        return self
 
 
 class CandidatesParams(SamplingParams):

@@ -37,16 +37,19 @@ def candidates(params: Params, teacher: ModelRef, out: str, report_out: str, jou
                                 extra={"source": teacher.path})
     else:
         ds = spec.dataset
-        if spec.only_correct and ds.answer_field is None:
-            raise RdptError("select.candidates.only_correct needs select.candidates.dataset.answer_field "
-                            "(or set only_correct: false)")
+        if spec.only_correct and ds.answer_field is None and not ds.pseudo_gold:
+            raise RdptError("select.candidates.only_correct needs select.candidates.dataset.answer_field or "
+                            "pseudo_gold (or set only_correct: false)")
         rows = [{"response_id": f"candidates/{c.question_id}/{c.sample_idx}", "benchmark": "candidates",
                  "question_id": c.question_id, "sample_idx": c.sample_idx, "question": c.question,
                  "answer": c.answer, "text": c.response, "finish_reason": "stop", "n_tokens": 0,
                  "source": c.source} for c in load_candidates(ds)]
         stats = {"n_questions": len({r["question_id"] for r in rows}), "n_sampled": len(rows), "n_truncated": 0}
+        if ds.pseudo_gold:
+            # rows whose response has no parseable final answer after </think> (code, or cut off)
+            stats["n_no_final_answer"] = sum(r["answer"] == "" for r in rows)
         if spec.only_correct:
-            rows = [r for r in rows if grade(r["answer"], r["text"])]
+            rows = [r for r in rows if r["answer"] != "" and grade(r["answer"], r["text"])]
         if not rows:
             raise RdptError(f"{ds.path}: no usable candidate (none is correct; check answer_field or only_correct)")
         stats["n_kept"] = len(rows)

@@ -8,7 +8,10 @@ seed-to-seed noise both arms share::
 
     python -c "from rdpt.selection.report import mean_ci; print(mean_ci([0.41, 0.45, 0.43]))"
 
-The "avg" benchmark is the per-run mean over benchmarks (the paper's Table 1 average), then over seeds.
+The "avg" benchmark is the per-run mean over benchmarks (the paper's Table 1 average), then over seeds. Each run
+also gets the evaluation protocol of :mod:`rdpt.analysis.pass_at_k`: a run's accuracy is its avg@k (pass@1 over
+the benchmark's k samples per question), beside the unbiased pass@k at that k and the truncation rate, each a mean
+over seeds in Table 1's second part and in the metrics.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from scipy import stats
 
 from rdpt import RdptError
 from rdpt.analysis.figures import save_figure
+from rdpt.analysis.pass_at_k import summary as eval_summary
 from rdpt.io.artifacts import atomic_dir, read_json, write_json
 from rdpt.params import Params
 from rdpt.selection.arms import parse_arm
@@ -45,7 +49,8 @@ def mean_ci(values) -> dict[str, float]:
 
 
 def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmarks: list[str]) -> pd.DataFrame:
-    """Accuracy of every run: columns arm, seed, benchmark (incl. "avg"), accuracy, n_responses."""
+    """Every run's evaluation: columns arm, seed, benchmark (incl. "avg"), accuracy (avg@k), k, pass_at_k (at
+    that k), truncation_rate, n_responses. The "avg" row averages the benchmarks (k = 0 when their k differ)."""
     rows = []
     for arm in arms:
         for seed in seeds:
@@ -53,18 +58,26 @@ def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmark
             if not path.exists():
                 raise RdptError(f"{path}: not found (run the selection runs: dvc repro select_run)")
             df = pd.read_json(path, lines=True, dtype=False)
-            if "correct" not in df.columns or "benchmark" not in df.columns:
-                raise RdptError(f"{path}: missing column 'correct' or 'benchmark' (rerun select_run)")
+            for column in ("benchmark", "question_id", "correct", "finish_reason"):
+                if column not in df.columns:
+                    raise RdptError(f"{path}: missing column {column!r} (rerun select_run)")
             missing = sorted(set(benchmarks) - set(df["benchmark"]))
             if missing:
                 raise RdptError(f"{path}: no response for benchmark {missing[0]!r} (rerun select_run)")
-            acc = df.groupby("benchmark")["correct"].agg(["mean", "size"])
+            per_bench = []
             for bench in benchmarks:
-                rows.append({"arm": arm, "seed": seed, "benchmark": bench, "accuracy": float(acc.at[bench, "mean"]),
-                             "n_responses": int(acc.at[bench, "size"])})
-            rows.append({"arm": arm, "seed": seed, "benchmark": AVG,
-                         "accuracy": float(np.mean([acc.at[b, "mean"] for b in benchmarks])),
-                         "n_responses": int(acc["size"].sum())})
+                ev = eval_summary(df[df["benchmark"] == bench].astype({"question_id": str}))
+                k = max(int(key) for key in ev["pass_at_k"])
+                per_bench.append({"arm": arm, "seed": seed, "benchmark": bench, "accuracy": ev["avg_at_k"],
+                                  "k": k, "pass_at_k": ev["pass_at_k"][str(k)],
+                                  "truncation_rate": ev["truncation_rate"],
+                                  "n_responses": int((df["benchmark"] == bench).sum())})
+            ks = {r["k"] for r in per_bench}
+            rows += per_bench + [{"arm": arm, "seed": seed, "benchmark": AVG,
+                                  **{c: float(np.mean([r[c] for r in per_bench]))
+                                     for c in ("accuracy", "pass_at_k", "truncation_rate")},
+                                  "k": ks.pop() if len(ks) == 1 else 0,
+                                  "n_responses": sum(r["n_responses"] for r in per_bench)}]
     return pd.DataFrame(rows)
 
 
@@ -75,6 +88,9 @@ def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
     for (arm, bench), g in runs.groupby(["arm", "benchmark"], sort=False):
         row = {"arm": arm, "benchmark": bench, **{k: v for k, v in mean_ci(g["accuracy"]).items() if k != "n"},
                "n_seeds": len(g)}
+        if "pass_at_k" in g.columns:  # mean over seeds: the protocol's other two numbers
+            row |= {"k": int(g["k"].iloc[0]), "pass_at_k": float(g["pass_at_k"].mean()),
+                    "truncation_rate": float(g["truncation_rate"].mean())}
         if has_baseline:
             base = runs[(runs["arm"] == BASELINE) & (runs["benchmark"] == bench)].set_index("seed")["accuracy"]
             paired = g.set_index("seed")["accuracy"] - base.reindex(g["seed"]).to_numpy()
@@ -92,7 +108,9 @@ def metrics(table: pd.DataFrame, summary: dict, candidates: dict) -> dict:
     for r in table.itertuples():
         acc.setdefault(r.benchmark, {})[r.arm] = {
             "mean": round(r.mean, 4), "ci95": _r(r.ci95), "delta_vs_random": _r(r.delta),
-            "delta_ci95": _r(r.delta_ci95), "n_seeds": int(r.n_seeds)}
+            "delta_ci95": _r(r.delta_ci95), "n_seeds": int(r.n_seeds)} | ({
+                "k": int(r.k), "pass_at_k": _r(r.pass_at_k), "truncation_rate": _r(r.truncation_rate)}
+                if "pass_at_k" in table.columns else {})
     selection = {arm: {k: _r(v) if isinstance(v, float) else v for k, v in s.items() if k != "doc"}
                  for arm, s in summary["arms"].items()}
     return {"accuracy": acc, "selection": selection,
@@ -129,7 +147,22 @@ def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str])
         cells = [_cell(t.at[(arm, b), "mean"], t.at[(arm, b), "ci95"]) for b in [*benchmarks, AVG]]
         delta = _delta(t.at[(arm, AVG), "delta"], t.at[(arm, AVG), "delta_ci95"])
         lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {delta} |")
+    if "pass_at_k" in t.columns:
+        lines += ["", _protocol_markdown(t, arms, benchmarks)]
     return "\n".join(lines) + "\n"
+
+
+def _protocol_markdown(t: pd.DataFrame, arms: list[str], benchmarks: list[str]) -> str:
+    """Table 1's second part: pass@k at each benchmark's k and the truncation rate (%), means over seeds."""
+    heads = [f"{b} pass@{int(t.at[(arms[0], b), 'k'])}" for b in benchmarks] + [f"{b} truncated" for b in benchmarks]
+    lines = ["The accuracy above is avg@k (pass@1 over each benchmark's k samples per question). Unbiased pass@k "
+             "(Chen et al. 2021) at that k and the share of responses cut at max_new_tokens (%), means over seeds:",
+             "", "| strategy | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for arm in arms:
+        cells = [f"{t.at[(arm, b), 'pass_at_k'] * 100:.1f}" for b in benchmarks]
+        cells += [f"{t.at[(arm, b), 'truncation_rate'] * 100:.1f}" for b in benchmarks]
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def ablation_markdown(table: pd.DataFrame, summary: dict, arms: list[str]) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from rdpt.engines import open_engine
-from rdpt.generation.grade import grade
-from rdpt.generation.responses import fitting_questions, sample_responses
+from rdpt.generation.grade import grade, row_gold
+from rdpt.generation.responses import benchmark_sampling, fitting_questions, sample_responses
 from rdpt.io.artifacts import atomic_dir, read_table, split_timing, write_json, write_jsonl, write_timing
 from rdpt.io.data import load_questions
 from rdpt.models import ModelRef, load_tokenizer
@@ -45,14 +45,15 @@ def select_run(params: Params, student: ModelRef, selection_path: str, seed: int
             sets, _ = fitting_questions(engine, tokenizer, sets, sources, params.generate, trained, system_prompts)
             for i, (name, questions) in enumerate(sets.items()):
                 # the same seeds as `generate` for seed 0; each seed samples afresh
-                evals += sample_responses(engine, tokenizer, questions, name, params.generate,
+                sampling = benchmark_sampling(params.generate, params.data.benchmarks[name])
+                evals += sample_responses(engine, tokenizer, questions, name, sampling,
                                           seed + 1000 * i, f"evaluate {run_name} {name}",
                                           model=str(Path(out_dir) / "model"),
                                           system_prompt=system_prompts[name])
         finally:
             engine.close()
         for r in evals:
-            r["correct"] = bool(grade(r["answer"], r["text"]))
+            r["correct"] = bool(grade(row_gold(r["answer"], r.get("answer_parts")), r["text"]))
         accuracy = pd.DataFrame(evals).groupby("benchmark")["correct"].mean()
         report, timing = split_timing({"selection": selection_path, "seed": seed, "base": student.path, **stats,
                                        "accuracy": {b: float(a) for b, a in accuracy.items()}})
