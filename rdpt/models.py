@@ -41,8 +41,7 @@ class ModelRef:
     think: str = "auto"
     # Model config fields set at load time (RoPE scaling, max_position_embeddings): HF and vLLM (hf_overrides).
     config_overrides: dict | None = field(default=None, hash=False)
-    # Where the HF loader puts the weights of a model bigger than one device (from_pretrained's device_map:
-    # auto | balanced | balanced_low_0 | sequential | {module: device}) and the memory it may use per device.
+    # HF loader only: transformers' device_map / max_memory, handed through (rdpt.placement)
     device_map: str | dict | None = field(default=None, hash=False)
     max_memory: dict | None = field(default=None, hash=False)
 
@@ -281,22 +280,17 @@ def load_tokenizer(ref: ModelRef | str, padding_side: str = "right"):
 def load_model(ref: ModelRef | str, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
+    from rdpt.placement import describe, load_kwargs, placement
+
     ref = _resolved(ref)
     _check_exists(ref)
     gguf = _gguf_kwargs(ref)
     extra = {}
     if ref.config_overrides:
         extra["config"] = overridden_config(ref)
-    if ref.device_map is not None:
-        # accelerate places the modules (several GPUs, CPU, disk last); `device` is then only the default of
-        # where nothing is placed. Disk offload needs a folder: a temporary one, removed with the model.
-        import tempfile
-
-        offload = tempfile.TemporaryDirectory(prefix="rdpt-offload-")
-        extra |= {"device_map": ref.device_map, "offload_folder": offload.name}
-        if ref.max_memory is not None:
-            # a copy (transformers rewrites it in place), GPU indices as the ints accelerate expects
-            extra["max_memory"] = {int(k) if str(k).isdigit() else k: v for k, v in ref.max_memory.items()}
+    if ref.device_map is not None:  # accelerate places the modules (GPUs, CPU, disk last); `device` is unused
+        placed, offload = load_kwargs(ref.device_map, ref.max_memory)
+        extra |= placed
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=dtype, **gguf, **extra)
     except RdptError:
@@ -307,38 +301,13 @@ def load_model(ref: ModelRef | str, device: torch.device, dtype: torch.dtype):
         model.to(device)
     else:
         model._rdpt_offload = offload  # lives (and its folder with it) as long as the model
-        log.info("%s: device_map %s -> %s", ref.path, ref.device_map, _placement(model))
+        log.info("%s: device_map %s -> %s", ref.path, ref.device_map, placement(model) or describe(model))
     model.eval()
     if ref.config_overrides:
         log.info("%s: config overrides %s (context %s -> %s positions)", ref.path, ref.config_overrides,
                  original_context_length(ref), context_length(model))
     log.info("loaded %s (%s params) on %s in %s", ref.path, f"{model.num_parameters():,}", device, dtype)
     return model
-
-
-def _placement(model) -> dict[str, int]:
-    """How many modules of a dispatched model sit on each device (``hf_device_map``), for the log."""
-    counts: dict[str, int] = {}
-    for where in (getattr(model, "hf_device_map", None) or {}).values():
-        counts[str(where)] = counts.get(str(where), 0) + 1
-    return counts
-
-
-def module_device(module) -> torch.device:
-    """The device a module computes on: its weights', or, when accelerate offloaded them (meta weights), its
-    hook's execution device."""
-    execution = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
-    if execution is not None:
-        return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
-    return module.weight.device
-
-
-def input_device(model) -> torch.device:
-    """The device a model's input ids must be on: its input embedding's (:func:`module_device`).
-
-    Not ``model.device``: under a multi-device ``device_map`` that is the first parameter's device, and it is
-    ``meta`` when the first parameters were offloaded."""
-    return module_device(model.get_input_embeddings())
 
 
 def _resolved(ref: ModelRef | str) -> ModelRef:

@@ -19,8 +19,9 @@ from rdpt import RdptError
 from rdpt.engines.hf import HfEngine
 from rdpt.generation.sample import sample
 from rdpt.io.artifacts import write_jsonl
-from rdpt.models import ModelRef, input_device, load_model, load_tokenizer, render_prompt, role_ref
+from rdpt.models import ModelRef, load_model, load_tokenizer, render_prompt, role_ref
 from rdpt.params import parse_params
+from rdpt.placement import input_device
 from rdpt.provenance.score import ScoreItem, reference_score_items, score_items
 from rdpt.provenance.segment import split
 
@@ -41,8 +42,7 @@ def tiny(tiny_lm_factory):
 def _items(tok) -> list[ScoreItem]:
     items = []
     for i, text in enumerate(CORPUS[:12:3]):
-        spans = [(s.start, s.end) for s in split(text)]
-        items.append(ScoreItem(f"r{i}", render_prompt(tok, f"What is {i} + 1?"), text, spans))
+        items.append(ScoreItem(f"r{i}", render_prompt(tok, f"What is {i} + 1?"), text, split(text)))
     return items
 
 
@@ -68,7 +68,8 @@ def test_device_map_and_max_memory_reach_the_loader(tiny, tmp_path, monkeypatch)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", recording)
     model = load_model(ref, torch.device("cpu"), torch.float32)
     assert seen[0]["device_map"] == "auto" and seen[0]["max_memory"] == {"cpu": "2GiB"}
-    assert getattr(model, "hf_device_map", None)  # placed by accelerate
+    # one device: transformers places it all there and sets no hf_device_map (that is for a real split)
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
     assert ref.max_memory == {"cpu": "2GiB"}  # the params' dict is left as it was
     load_model(ModelRef(path), torch.device("cpu"), torch.float32)
     assert "device_map" not in seen[1] and "max_memory" not in seen[1]  # a plain load stays plain
@@ -76,7 +77,8 @@ def test_device_map_and_max_memory_reach_the_loader(tiny, tmp_path, monkeypatch)
     assert dataclasses.replace(ref, device_map=None).device_map is None
 
 
-@pytest.mark.parametrize("device_map", ["auto", OFFLOADED], ids=["auto", "embedding-offloaded"])
+@pytest.mark.parametrize("device_map", ["auto", "cpu", {"": "cpu"}, OFFLOADED],
+                         ids=["auto", "cpu", "dict", "embedding-offloaded"])
 def test_a_placed_model_scores_and_samples_like_a_plain_load(tiny, device_map):
     path, tok = tiny
     plain = load_model(ModelRef(path), torch.device("cpu"), torch.float32)
@@ -110,3 +112,9 @@ def test_max_memory_without_a_device_map_is_one_line(tmp_path):
         _params(tmp_path, {"path": "t", "max_memory": {"cpu": "1GiB"}})
     with pytest.raises(RdptError, match=r"models\.teacher\.max_memory: .*'gpu0': a GPU index"):
         _params(tmp_path, {"path": "t", "device_map": "auto", "max_memory": {"gpu0": "1GiB"}})
+    with pytest.raises(RdptError, match=r"models\.teacher\.device_map: .*'everywhere': one of auto, balanced"):
+        _params(tmp_path, {"path": "t", "device_map": "everywhere"})
+    with pytest.raises(RdptError, match=r"models\.teacher\.device_map: .*'lm_head' -> 'gpu'"):
+        _params(tmp_path, {"path": "t", "device_map": {"lm_head": "gpu"}})
+    for good in ("balanced", "cuda:1", {"model.layers": 0, "lm_head": "cpu"}):  # valid ones parse as given
+        assert _params(tmp_path, {"path": "t", "device_map": good}).models.teacher.device_map == good

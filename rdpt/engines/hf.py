@@ -31,7 +31,8 @@ import torch
 
 from rdpt import RdptError
 from rdpt.engines.base import Engine, OutOfMemory
-from rdpt.models import context_length, input_device, module_device
+from rdpt.models import context_length
+from rdpt.placement import describe, input_device, module_device
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,11 @@ class HfEngine(Engine):
         return str(self.model.dtype).removeprefix("torch.")
 
     @property
-    def device(self) -> torch.device:  # where input ids go: the embedding's device (rdpt.models.input_device)
+    def device(self) -> torch.device:  # where input ids go: the embedding's device (not model.device)
         return input_device(self.model)
 
     def describe(self) -> str:
-        placed = getattr(self.model, "hf_device_map", None)
-        if placed and len(set(map(str, placed.values()))) > 1:  # sharded: every device it spans
-            return "device_map:" + ",".join(sorted(set(map(str, placed.values()))))
-        return str(self.device)
+        return describe(self.model)
 
     # ------------------------------------------------------------------------------------------ scoring
     def token_logprobs(self, sequences, starts, *, rank_clip=None):

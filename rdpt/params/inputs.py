@@ -10,6 +10,9 @@ from pydantic import Field, field_validator, model_validator
 
 from rdpt.params.base import Section, Seed, check_name
 
+# transformers' device_map placement strategies (any other string names one device)
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
 
 class ModelSpec(Section):
     path: str | None = Field(description="Hub id or local folder, loaded with AutoModelForCausalLM/AutoTokenizer.")
@@ -40,14 +43,29 @@ class ModelSpec(Section):
         "max_position_embeddings: 131072} to trace responses past the model's own window; recorded in the "
         "scores' cost.json with the original window. null = the checkpoint's config."))
 
-    device_map: Literal["auto", "balanced", "balanced_low_0", "sequential"] | dict[str, int | str] | None = Field(
-        None, description=(
-            "HF engine: spread the weights of a model bigger than one device over every GPU (then CPU, then disk), "
-            "passed to from_pretrained as device_map (accelerate): auto | balanced | balanced_low_0 | sequential, "
-            "or {module name: device}; null = the whole model on `device`. Not used for training."))
+    device_map: str | dict[str, int | str] | None = Field(None, description=(
+        "HF engine only: handed as is to transformers' from_pretrained(device_map=...), which lets accelerate "
+        "shard a model bigger than one GPU over every visible GPU (then CPU, then disk offload): auto | balanced "
+        "| balanced_low_0 | sequential, one device (cpu, cuda:1, mps), or {module name: device} (a GPU index, "
+        "cpu or disk). Scores equal a plain load's; it only changes where the weights sit. null = the whole "
+        "model on `device`. The vllm and server engines ignore it (vLLM shards with tensor_parallel_size); "
+        "training never uses it."))
     max_memory: dict[str, str] | None = Field(None, description=(
         "With device_map: the most each device may hold, e.g. {'0': 70GiB, '1': 70GiB, cpu: 200GiB} (GPU index "
         "as a string); null = accelerate's estimate of what is free."))
+
+    @field_validator("device_map")
+    @classmethod
+    def _device_map(cls, value: str | dict[str, int | str] | None) -> str | dict[str, int | str] | None:
+        device = r"(cpu|mps|disk|meta|(cuda|xpu|npu)(:[0-9]+)?)"
+        if isinstance(value, str) and value not in STRATEGIES and not re.fullmatch(device, value):
+            raise ValueError(f"{value!r}: one of {', '.join(STRATEGIES)}, a device (cpu, cuda:0, mps) or a dict")
+        for module, where in (value if isinstance(value, dict) else {}).items():
+            if isinstance(where, str) and not re.fullmatch(device, where):
+                raise ValueError(f"module {module!r} -> {where!r}: a GPU index, a device (cpu, cuda:0) or disk")
+        if isinstance(value, dict) and not value:
+            raise ValueError("name at least one module, or null")
+        return value
 
     @field_validator("max_memory")
     @classmethod

@@ -252,7 +252,8 @@ def reference_score_items(model, tokenizer, items: list[ScoreItem],
     ``log_softmax(model(...).logits)``. With ``variants``, the first token's log-prob and the lowest
     :data:`WINDOW_TOKENS`-token window mean are appended, window by window. Used by the tests and the benchmark only.
     """
-    from rdpt.models import context_length, input_device
+    from rdpt.models import context_length
+    from rdpt.placement import input_device
 
     prepared = prepare(items, tokenizer, context_length(model), model.get_input_embeddings().num_embeddings)
     results = []
