@@ -32,8 +32,8 @@ class ModelRef:
     revision: str | None = None
     chat_template: str | None = None
     gguf_file: str | None = None  # a GGUF checkpoint inside `path`: tokenizer and weights come from it
-    # A running vLLM server that serves this model (the `server` engine); the tokenizer still loads from `path`.
-    server: str | None = None
+    # The vLLM server(s) serving this model (`server` engine; a tuple = replicas); the tokenizer loads from `path`.
+    server: str | tuple[str, ...] | None = None
     # How prompts are rendered (docs/presets.md, "Templates, thinking and long traces"): the model's system
     # prompt, extra chat-template arguments (e.g. {"enable_thinking": False}) and the `think` rule (auto | keep).
     system_prompt: str | None = None
@@ -95,7 +95,7 @@ def spec_ref(spec, path: str | None = None) -> ModelRef:
     ref = resolve_ref(path, spec.revision if own else None, spec.chat_template,
                       getattr(spec, "gguf_file", None) if own else None)
     same = ref.path == spec.path
-    server = spec.server if same else None
+    server = (tuple(spec.server) if isinstance(spec.server, list) else spec.server) if same else None  # hashable
     return ModelRef(ref.path, ref.revision, ref.chat_template, ref.gguf_file, server,
                     system_prompt=getattr(spec, "system_prompt", None),
                     chat_template_kwargs=getattr(spec, "chat_template_kwargs", None),

@@ -24,9 +24,12 @@ class ModelSpec(Section):
         "A GGUF checkpoint file inside `path` (e.g. SmolLM2-135M-Instruct.Q4_1.gguf): tokenizer and weights are "
         "read from it and de-quantized at every load (needs the `real` extra: gguf); pinned files are checked "
         "by sha256. For repeated runs convert it once: python -m rdpt.real_assets install."))
-    server: str | None = Field(None, description=(
-        "Base URL of a running vLLM OpenAI-compatible server that serves this model (e.g. http://host:8000/v1). "
-        "When set, this model's sampling and scoring go to the server (the `server` engine); the tokenizer is "
+    server: str | list[str] | None = Field(None, description=(
+        "Base URL of a running vLLM OpenAI-compatible server that serves this model (e.g. http://host:8000/v1), "
+        "or a list of base URLs of several `vllm serve` replicas of the same model: each request goes to the "
+        "replica with the fewest requests in flight, and each prompt keeps its own seed, so results do not "
+        "depend on which replica answered. When set, this model's sampling and scoring go to the server(s) "
+        "(the `server` engine; the settings and API key of `server:` apply to every URL); the tokenizer is "
         "still loaded from `path` (chat template, character offsets)."))
     system_prompt: str | None = Field(None, description=(
         "System message put before the question in this model's chat template (e.g. LIMO-v2's 'Please reason step "
@@ -106,22 +109,35 @@ class ModelSpec(Section):
         # a URL may hold a password. Credentials and queries are refused and never repeated here
         # (rdpt.engines.server.redact prints URLs the same way).
         value = data.get("server") if isinstance(data, dict) else None
-        if not isinstance(value, str):
-            return data  # absent, null, or a wrong type (the field reports it)
-        shown = re.sub(r"\?\S*", "?<redacted>", re.sub(r"(?<=//)[^/?#\s]*@", "<redacted>@", value))
-        match = re.fullmatch(r"https?://([^/?#\s]*)(/[^?#\s]*)?", value)
-        if match is None:
-            if re.match(r"https?://[^/?#\s]+[^?#\s]*[?#]", value):
-                raise ValueError(f"server {shown!r}: expected a base URL without ?query or #fragment, such as "
-                                 "http://127.0.0.1:8000/v1")
-            raise ValueError(f"server {shown!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
-        if "@" in match[1]:
-            raise ValueError(f"server {shown!r}: credentials in the URL are refused (they would show in logs and "
-                             "errors); start vllm serve with --api-key and name the environment variable that "
-                             "holds the key in server.api_key_env")
-        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?", match[1]):
-            raise ValueError(f"server {shown!r}: {match[1]!r} is not a host or host:port")
-        return {**data, "server": value.rstrip("/")}
+        if isinstance(value, str):
+            return {**data, "server": _base_url(value)}
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            urls = [_base_url(v) for v in value]
+            if not urls:
+                raise ValueError("server: an empty list; give one base URL or several, or null")
+            if len(set(urls)) < len(urls):
+                raise ValueError("server: a URL is listed twice (each replica once)")
+            # one URL in a list is that URL: the same journal keys and engine as `server: URL`
+            return {**data, "server": urls[0] if len(urls) == 1 else urls}
+        return data  # absent, null, or a wrong type (the field reports it)
+
+
+def _base_url(value: str) -> str:
+    """``value`` as a server base URL (no trailing /), or a ValueError that never repeats credentials."""
+    shown = re.sub(r"\?\S*", "?<redacted>", re.sub(r"(?<=//)[^/?#\s]*@", "<redacted>@", value))
+    match = re.fullmatch(r"https?://([^/?#\s]*)(/[^?#\s]*)?", value)
+    if match is None:
+        if re.match(r"https?://[^/?#\s]+[^?#\s]*[?#]", value):
+            raise ValueError(f"server {shown!r}: expected a base URL without ?query or #fragment, such as "
+                             "http://127.0.0.1:8000/v1")
+        raise ValueError(f"server {shown!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
+    if "@" in match[1]:
+        raise ValueError(f"server {shown!r}: credentials in the URL are refused (they would show in logs and "
+                         "errors); start vllm serve with --api-key and name the environment variable that "
+                         "holds the key in server.api_key_env")
+    if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?", match[1]):
+        raise ValueError(f"server {shown!r}: {match[1]!r} is not a host or host:port")
+    return value.rstrip("/")
 
 
 class ModelsParams(Section):
