@@ -32,8 +32,8 @@ class ModelRef:
     revision: str | None = None
     chat_template: str | None = None
     gguf_file: str | None = None  # a GGUF checkpoint inside `path`: tokenizer and weights come from it
-    # A running vLLM server that serves this model (the `server` engine); the tokenizer still loads from `path`.
-    server: str | None = None
+    # The vLLM server(s) serving this model (`server` engine; a tuple = replicas); the tokenizer loads from `path`.
+    server: str | tuple[str, ...] | None = None
     # How prompts are rendered (docs/presets.md, "Templates, thinking and long traces"): the model's system
     # prompt, extra chat-template arguments (e.g. {"enable_thinking": False}) and the `think` rule (auto | keep).
     system_prompt: str | None = None
@@ -41,6 +41,9 @@ class ModelRef:
     think: str = "auto"
     # Model config fields set at load time (RoPE scaling, max_position_embeddings): HF and vLLM (hf_overrides).
     config_overrides: dict | None = field(default=None, hash=False)
+    # HF loader only: transformers' device_map / max_memory, handed through (rdpt.placement)
+    device_map: str | dict | None = field(default=None, hash=False)
+    max_memory: dict | None = field(default=None, hash=False)
 
 
 def resolve_ref(path: str, revision: str | None = None, chat_template: str | None = None,
@@ -92,12 +95,13 @@ def spec_ref(spec, path: str | None = None) -> ModelRef:
     ref = resolve_ref(path, spec.revision if own else None, spec.chat_template,
                       getattr(spec, "gguf_file", None) if own else None)
     same = ref.path == spec.path
-    server = spec.server if same else None
+    server = (tuple(spec.server) if isinstance(spec.server, list) else spec.server) if same else None  # hashable
     return ModelRef(ref.path, ref.revision, ref.chat_template, ref.gguf_file, server,
                     system_prompt=getattr(spec, "system_prompt", None),
                     chat_template_kwargs=getattr(spec, "chat_template_kwargs", None),
                     think=getattr(spec, "think", "auto"),
-                    config_overrides=getattr(spec, "config_overrides", None) if same else None)
+                    config_overrides=getattr(spec, "config_overrides", None) if same else None,
+                    device_map=getattr(spec, "device_map", None), max_memory=getattr(spec, "max_memory", None))
 
 
 def role_ref(params, role: str, path: str) -> ModelRef:
@@ -276,19 +280,28 @@ def load_tokenizer(ref: ModelRef | str, padding_side: str = "right"):
 def load_model(ref: ModelRef | str, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
+    from rdpt.placement import describe, load_kwargs, placement
+
     ref = _resolved(ref)
     _check_exists(ref)
     gguf = _gguf_kwargs(ref)
     extra = {}
     if ref.config_overrides:
         extra["config"] = overridden_config(ref)
+    if ref.device_map is not None:  # accelerate places the modules (GPUs, CPU, disk last); `device` is unused
+        placed, offload = load_kwargs(ref.device_map, ref.max_memory)
+        extra |= placed
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, revision=ref.revision, dtype=dtype, **gguf, **extra)
     except RdptError:
         raise
     except Exception as err:  # noqa: BLE001
         raise _not_found(ref, err) from None
-    model.to(device)
+    if ref.device_map is None:
+        model.to(device)
+    else:
+        model._rdpt_offload = offload  # lives (and its folder with it) as long as the model
+        log.info("%s: device_map %s -> %s", ref.path, ref.device_map, placement(model) or describe(model))
     model.eval()
     if ref.config_overrides:
         log.info("%s: config overrides %s (context %s -> %s positions)", ref.path, ref.config_overrides,

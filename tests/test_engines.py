@@ -360,7 +360,7 @@ def test_server_engine_closes_its_client(tiny, standin):
     engine = ServerEngine(server.url, ServerParams())
     engine.close()
     engine.close()  # idempotent
-    assert engine._client.is_closed
+    assert all(replica.client.is_closed for replica in engine._replicas)
 
 
 def test_server_retries_with_backoff_then_succeeds(tiny, standin, caplog):

@@ -32,6 +32,7 @@ import torch
 from rdpt import RdptError
 from rdpt.engines.base import Engine, OutOfMemory
 from rdpt.models import context_length
+from rdpt.placement import describe, input_device, module_device
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,11 @@ class HfEngine(Engine):
         return str(self.model.dtype).removeprefix("torch.")
 
     @property
-    def device(self) -> torch.device:
-        return self.model.get_input_embeddings().weight.device
+    def device(self) -> torch.device:  # where input ids go: the embedding's device (not model.device)
+        return input_device(self.model)
 
     def describe(self) -> str:
-        return str(self.model.device)
+        return describe(self.model)
 
     # ------------------------------------------------------------------------------------------ scoring
     def token_logprobs(self, sequences, starts, *, rank_clip=None):
@@ -168,7 +169,7 @@ class HfEngine(Engine):
         del hidden, out
 
         head = model.get_output_embeddings()
-        head_device = head.weight.device  # differs from the decoder's under a multi-device device_map
+        head_device = module_device(head)  # differs from the decoder's under a multi-device device_map
         states = states.to(head_device)
         targets = torch.cat([torch.tensor(s[k:], dtype=torch.long) for s, k in zip(sequences, starts)]).to(head_device)
         transform = _final_logit_transform(model.config)
@@ -206,7 +207,10 @@ class HfEngine(Engine):
 
     # ----------------------------------------------------------------------------------------- sampling
     def sample(self, prompts, *, seed, batch_index, prompt_indices, num_samples, temperature, top_p,
-               max_new_tokens, stop_ids, top_k=0, min_p=0.0):
+               max_new_tokens, stop_ids, top_k=0, min_p=0.0, return_logprobs=False):
+        """:meth:`Engine.sample`; with ``return_logprobs``, each sample is ``(ids, logprobs)``: the model's *raw*
+        log-prob of each sampled token (``output_logits``: before temperature, top-k/p and min-p, so the
+        score a separate teacher pass would give, not the warped sampling distribution), aligned with ids."""
         from transformers import GenerationConfig
 
         pad_id = self.pad_id if self.pad_id is not None else stop_ids[0]
@@ -225,8 +229,10 @@ class HfEngine(Engine):
             pad_token_id=pad_id,
             eos_token_id=list(stop_ids),
             use_cache=True,
+            return_dict_in_generate=return_logprobs,
+            output_logits=return_logprobs,  # unprocessed logits (output_scores would be the warped ones)
         )
-        device = next(self.model.parameters()).device
+        device = self.device
         input_ids, attention_mask = left_pad(prompts, pad_id)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(batch_seed(seed, batch_index))
@@ -236,6 +242,13 @@ class HfEngine(Engine):
                     attention_mask=attention_mask.to(device),
                     generation_config=gen_config,
                 )  # (len(prompts) * num_samples, T + new)
-        new = out[:, input_ids.shape[1]:].tolist()
+                sequences = out.sequences if return_logprobs else out
+                new_ids = sequences[:, input_ids.shape[1]:]
+                if return_logprobs:  # step j's logits (B*n, V) -> log-prob of the token drawn at step j, in fp32
+                    lps = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(
+                        1, new_ids[:, j: j + 1].to(step.device))[:, 0].cpu() for j, step in enumerate(out.logits)], 1)
+        new = new_ids.tolist()
+        if return_logprobs:
+            new = list(zip(new, lps.double().tolist(), strict=True))
         # Rows are padded past their stop token; the caller cuts each at its first stop id.
         return [new[row * num_samples: (row + 1) * num_samples] for row in range(len(prompts))]

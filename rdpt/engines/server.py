@@ -22,6 +22,12 @@ connections, at most ``server.batch_size`` of them):
   (``CompletionRequest.to_sampling_params`` runs once per prompt on the same request), so a list would
   give all prompts of a batch one random stream, and samples would depend on the batch a prompt ran in.
 
+Several replicas of one model (``models.teacher.server: [http://a:8000/v1, http://b:8000/v1]``, several
+``vllm serve`` processes): one client per replica, and each request (a prompt to sample, a scoring chunk) goes
+to the replica with the fewest requests in flight (ties in turn). Results do not depend on which replica
+answered: each prompt's seed is its own, and scores are per sequence. The replicas must serve the same model
+name; the API key, TLS and redirect rules below apply to every one of them.
+
 A connection error, a timeout, HTTP 429 or 5xx is retried ``server.max_retries`` times, waiting
 ``backoff_s``, then twice that, and so on; any other HTTP error fails at once with the server's message.
 
@@ -34,12 +40,15 @@ credentials; a TLS certificate that does not verify is an error of its own, not 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import re
 import ssl
+import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urljoin, urlsplit
 
@@ -118,56 +127,87 @@ def _tls_problem(err: BaseException) -> tuple[str, bool] | None:
     return None
 
 
+class _Replica:
+    """One base URL of the engine, its pooled client and how many requests it has in flight."""
+
+    def __init__(self, url: str, client: httpx.Client):
+        self.url, self.shown, self.client, self.in_flight = url, redact(url), client, 0
+
+
+def _check_url(url: str) -> None:
+    shown = redact(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as err:
+        raise RdptError(f"server {shown}: not a valid URL ({err}); {CHECK_URL}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RdptError(f"server {shown}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
+    if "@" in parts.netloc:  # params refuse these too; an engine built by hand must not print or send them
+        raise RdptError(f"server {shown}: credentials in the URL are not accepted; put the API key in "
+                        "the environment variable named by server.api_key_env")
+
+
 class ServerEngine(Engine):
     name = "server"
 
-    def __init__(self, url: str, params: ServerParams, *, model: str | None = None, generation_config=None,
-                 transport: httpx.BaseTransport | None = None):
-        """``transport``: an httpx transport instead of the network (tests, a custom proxy or socket)."""
-        self.url = url.rstrip("/")
-        self.shown = redact(self.url)  # the URL as every log line and error prints it
+    def __init__(self, url: str | Sequence[str], params: ServerParams, *, model: str | None = None,
+                 generation_config=None, transport: httpx.BaseTransport | None = None):
+        """``url``: one base URL, or several (replicas of one model: each request goes to the one with the
+        fewest in flight). ``transport``: an httpx transport instead of the network (tests, a proxy)."""
+        urls = [url.rstrip("/")] if isinstance(url, str) else [u.rstrip("/") for u in url]
+        if not urls or len(set(urls)) < len(urls):
+            raise RdptError(f"server: expected one base URL or several distinct ones, got {len(urls)}")
+        self.url = urls[0]
+        self.shown = ",".join(redact(u) for u in urls)  # the URLs as logs and errors print them
         self.params = params
         self.generation_config = generation_config
-        try:
-            parts = urlsplit(self.url)
-            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-        except ValueError as err:
-            raise RdptError(f"server {self.shown}: not a valid URL ({err}); {CHECK_URL}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RdptError(f"server {self.shown}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
-        if "@" in parts.netloc:  # params refuse these too; an engine built by hand must not print or send them
-            raise RdptError(f"server {self.shown}: credentials in the URL are not accepted; put the API key in "
-                            "the environment variable named by server.api_key_env")
+        for one in urls:
+            _check_url(one)
         headers = {}
         self._key = None
         if params.api_key_env:
             self._key = os.environ.get(params.api_key_env)
             if not self._key:
                 raise RdptError(f"server.api_key_env: environment variable {params.api_key_env} is not set")
-            headers["Authorization"] = f"Bearer {self._key}"
-        for line in transport_warnings(self.url, api_key=self._key is not None, verify=params.verify):
-            log.warning("%s", line)
-        # One client for the engine's life: connections are kept alive and reused by every request.
+            headers["Authorization"] = f"Bearer {self._key}"  # the same key and checks for every replica
+        for one in urls:
+            for line in transport_warnings(one, api_key=self._key is not None, verify=params.verify):
+                log.warning("%s", line)
+        # One client per replica for the engine's life: connections are kept alive and reused by every request.
         # follow_redirects=False (httpx's default, stated): a 3xx is reported, never followed (see _request).
-        self._client = httpx.Client(
+        verify = self._tls_verify()
+        self._replicas = [_Replica(one, httpx.Client(
             headers=headers, timeout=httpx.Timeout(params.timeout_s), follow_redirects=False,
             limits=httpx.Limits(max_connections=params.batch_size, max_keepalive_connections=params.batch_size),
-            verify=self._tls_verify(), transport=transport)
+            verify=verify, transport=transport)) for one in urls]
+        self._lock = threading.Lock()
+        self._turn = 0  # where the search for the least busy replica starts: ties go round-robin
         self._closed = False
         try:
-            listed = self._request("GET", "/models").get("data") or []
-            if not listed:
-                raise RdptError(f"server {self.shown}: /models lists no model")
-            names = [m.get("id") for m in listed]
-            # The served name is the path given to `vllm serve` unless --served-model-name says otherwise.
-            entry = next((m for m in listed if m.get("id") == model), listed[0] if len(listed) == 1 else None)
-            if entry is None:
-                raise RdptError(f"server {self.shown}: serves {names}, none named {model!r}")
+            entries = [self._served(replica, model) for replica in self._replicas]
         except BaseException:
             self.close()
             raise
-        self.model = entry["id"]
-        self.context_length = entry.get("max_model_len")
+        if len({e["id"] for e in entries}) > 1:
+            self.close()
+            raise RdptError(f"server {self.shown}: the replicas serve different models "
+                            f"({[e['id'] for e in entries]}); list replicas of one model only")
+        self.model = entries[0]["id"]
+        windows = [e.get("max_model_len") for e in entries]
+        self.context_length = None if None in windows else min(windows)  # the smallest replica bounds them all
+
+    def _served(self, replica: _Replica, model: str | None) -> dict:
+        """The /models entry of ``model`` on ``replica``."""
+        listed = self._request("GET", "/models", replica=replica).get("data") or []
+        if not listed:
+            raise RdptError(f"server {replica.shown}: /models lists no model")
+        names = [m.get("id") for m in listed]
+        # The served name is the path given to `vllm serve` unless --served-model-name says otherwise.
+        entry = next((m for m in listed if m.get("id") == model), listed[0] if len(listed) == 1 else None)
+        if entry is None:
+            raise RdptError(f"server {replica.shown}: serves {names}, none named {model!r}")
+        return entry
 
     def _tls_verify(self) -> ssl.SSLContext | bool:
         if self.params.ca_bundle is None:
@@ -183,7 +223,28 @@ class ServerEngine(Engine):
     def close(self) -> None:
         if not getattr(self, "_closed", True):
             self._closed = True
-            self._client.close()
+            for replica in self._replicas:
+                replica.client.close()
+
+    @property
+    def in_parallel(self) -> int:
+        """Requests in flight at once: ``server.batch_size`` per replica."""
+        return self.params.batch_size * len(self._replicas)
+
+    @contextlib.contextmanager
+    def _least_busy(self):
+        """The replica with the fewest requests in flight, held for one request (least-in-flight dispatch)."""
+        with self._lock:
+            n = len(self._replicas)
+            order = [self._replicas[(self._turn + k) % n] for k in range(n)]
+            replica = min(order, key=lambda r: r.in_flight)
+            self._turn = (self._replicas.index(replica) + 1) % n
+            replica.in_flight += 1
+        try:
+            yield replica
+        finally:
+            with self._lock:
+                replica.in_flight -= 1
 
     # -------------------------------------------------------------------------------------------- HTTP
     def _clean(self, text: str) -> str:
@@ -191,14 +252,14 @@ class ServerEngine(Engine):
         text = " ".join(str(text).split())[:300]
         return text.replace(self._key, "<api key>") if self._key else text
 
-    def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
-        """One JSON request with retries; every failure ends as a one-line RdptError naming the server."""
-        where = f"server {self.shown}{path}"
+    def _request(self, method: str, path: str, payload: dict | None = None, *, replica: _Replica) -> dict:
+        """One JSON request to ``replica`` with retries; every failure ends as a one-line RdptError naming it."""
+        where = f"server {replica.shown}{path}"
         delay = self.params.backoff_s
         hint = f"is `vllm serve` running there? {CHECK_URL}"
         for attempt in range(self.params.max_retries + 1):
             try:
-                resp = self._client.request(method, self.url + path, json=payload)
+                resp = replica.client.request(method, replica.url + path, json=payload)
             except httpx.TimeoutException as err:
                 problem = f"timed out after {self.params.timeout_s:g} s ({type(err).__name__})"
                 hint = f"a slow server? raise server.timeout_s; {CHECK_URL}"
@@ -221,7 +282,7 @@ class ServerEngine(Engine):
                     # Never followed: a redirect could send the API key and the prompts to another host, and a
                     # POST answered by 302 would come back as an empty GET. Where it pointed, without credentials.
                     location = resp.headers.get("location")
-                    to = origin(urljoin(self.url + path, location)) if location else "no Location"
+                    to = origin(urljoin(replica.url + path, location)) if location else "no Location"
                     raise RdptError(f"{where}: HTTP {code} redirect to {to}, not followed (rdpt sends requests "
                                     f"and the API key to models.<role>.server only: set it to the final URL)")
                 if code >= 400:
@@ -247,12 +308,14 @@ class ServerEngine(Engine):
         tries = self.params.max_retries + 1
         raise RdptError(f"{where}: {problem} after {tries} attempt{'s' * (tries > 1)} ({hint})")
 
-    def _complete(self, payload: dict) -> list[dict]:
-        reply = self._request("POST", "/completions", {"model": self.model, **payload})
+    def _complete(self, payload: dict) -> tuple[list[dict], str]:
+        """The choices of one /completions request (on the least busy replica), and that replica's URL."""
+        with self._least_busy() as replica:
+            reply = self._request("POST", "/completions", {"model": self.model, **payload}, replica=replica)
         choices = reply.get("choices")
         if not isinstance(choices, list):
-            raise RdptError(f"server {self.shown}/completions: the reply has no choices")
-        return sorted(choices, key=lambda c: c.get("index", 0))
+            raise RdptError(f"server {replica.shown}/completions: the reply has no choices")
+        return sorted(choices, key=lambda c: c.get("index", 0)), replica.shown
 
     # ---------------------------------------------------------------------------------------- engine API
     def sample(self, prompts, *, seed, batch_index, prompt_indices, num_samples, temperature, top_p, max_new_tokens,
@@ -260,7 +323,7 @@ class ServerEngine(Engine):
         seeds = [prompt_seed(seed, i) for i in prompt_indices]  # per prompt: independent of the batch
 
         def one(prompt: list[int], seed: int) -> list[list[int]]:
-            choices = self._complete({
+            choices, shown = self._complete({
                 "prompt": list(prompt), "n": num_samples, "temperature": temperature, "top_p": top_p,
                 # explicit neutral values: the server would otherwise apply the model's generation_config
                 "top_k": top_k, "min_p": min_p, "repetition_penalty": 1.0, "presence_penalty": 0.0,
@@ -268,12 +331,12 @@ class ServerEngine(Engine):
                 "stop_token_ids": list(stop_ids), "return_token_ids": True, "skip_special_tokens": True,
             })
             if len(choices) != num_samples or any(c.get("token_ids") is None for c in choices):
-                raise RdptError(f"server {self.shown}/completions: expected {num_samples} choices with token_ids "
+                raise RdptError(f"server {shown}/completions: expected {num_samples} choices with token_ids "
                                 f"(vLLM's return_token_ids), got {len(choices)}")
             return [list(c["token_ids"]) for c in choices]
 
-        # One request per prompt (its own seed, see the module docstring), batch_size in flight on the pool.
-        pool = ThreadPoolExecutor(max_workers=max(1, min(self.params.batch_size, len(prompts))))
+        # One request per prompt (its own seed, see the module docstring), batch_size per replica in flight.
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.in_parallel, len(prompts))))
         try:
             futures = [pool.submit(one, p, s) for p, s in zip(prompts, seeds, strict=True)]
             return [f.result() for f in futures]
@@ -281,18 +344,25 @@ class ServerEngine(Engine):
             pool.shutdown(wait=True, cancel_futures=True)  # after a failure, prompts not yet sent are dropped
 
     def token_logprobs(self, sequences, starts, *, rank_clip=None):
-        out: list[tuple[np.ndarray, np.ndarray]] = []
         size = self.params.batch_size
-        for first in range(0, len(sequences), size):
+
+        def one(first: int) -> list[tuple[np.ndarray, np.ndarray]]:
             chunk = sequences[first : first + size]
-            choices = self._complete({"prompt": [list(s) for s in chunk], "max_tokens": 1, "prompt_logprobs": 0,
-                                      "temperature": 1.0})
+            choices, shown = self._complete({"prompt": [list(s) for s in chunk], "max_tokens": 1,
+                                             "prompt_logprobs": 0, "temperature": 1.0})
             if len(choices) != len(chunk):
-                raise RdptError(f"server {self.shown}/completions: {len(chunk)} prompts gave {len(choices)} "
-                                "choices")
-            for seq, start, choice in zip(chunk, starts[first : first + size], choices, strict=True):
-                out.append(_token_scores(self.shown, seq, start, choice.get("prompt_logprobs")))
-        return out
+                raise RdptError(f"server {shown}/completions: {len(chunk)} prompts gave {len(choices)} choices")
+            return [_token_scores(shown, seq, start, choice.get("prompt_logprobs"))
+                    for seq, start, choice in zip(chunk, starts[first : first + size], choices, strict=True)]
+
+        # One request of batch_size sequences in flight per replica (one replica: one after the other, as before)
+        firsts = range(0, len(sequences), size)
+        pool = ThreadPoolExecutor(max_workers=max(1, min(len(self._replicas), len(firsts))))
+        try:
+            futures = [pool.submit(one, first) for first in firsts]
+            return [scores for f in futures for scores in f.result()]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _token_scores(url: str, seq: list[int], start: int, entries) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,8 @@ class ServerParams(Section):
     """How rdpt talks to a vLLM OpenAI-compatible server (models.<role>.server)."""
 
     batch_size: int = Field(16, ge=1, description=(
-        "Sequences per scoring request, and sampling requests (one per prompt) in flight at once."))
+        "Sequences per scoring request, and sampling requests (one per prompt) in flight at once, per server URL "
+        "(models.<role>.server may list several replicas)."))
     max_retries: int = Field(5, ge=0, description="Retries of a failed request (connection error, 5xx, 429).")
     backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles on each retry.")
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")

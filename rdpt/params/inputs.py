@@ -10,6 +10,9 @@ from pydantic import Field, field_validator, model_validator
 
 from rdpt.params.base import Section, Seed, check_name
 
+# transformers' device_map placement strategies (any other string names one device)
+STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
 
 class ModelSpec(Section):
     path: str | None = Field(description="Hub id or local folder, loaded with AutoModelForCausalLM/AutoTokenizer.")
@@ -21,9 +24,12 @@ class ModelSpec(Section):
         "A GGUF checkpoint file inside `path` (e.g. SmolLM2-135M-Instruct.Q4_1.gguf): tokenizer and weights are "
         "read from it and de-quantized at every load (needs the `real` extra: gguf); pinned files are checked "
         "by sha256. For repeated runs convert it once: python -m rdpt.real_assets install."))
-    server: str | None = Field(None, description=(
-        "Base URL of a running vLLM OpenAI-compatible server that serves this model (e.g. http://host:8000/v1). "
-        "When set, this model's sampling and scoring go to the server (the `server` engine); the tokenizer is "
+    server: str | list[str] | None = Field(None, description=(
+        "Base URL of a running vLLM OpenAI-compatible server that serves this model (e.g. http://host:8000/v1), "
+        "or a list of base URLs of several `vllm serve` replicas of the same model: each request goes to the "
+        "replica with the fewest requests in flight, and each prompt keeps its own seed, so results do not "
+        "depend on which replica answered. When set, this model's sampling and scoring go to the server(s) "
+        "(the `server` engine; the settings and API key of `server:` apply to every URL); the tokenizer is "
         "still loaded from `path` (chat template, character offsets)."))
     system_prompt: str | None = Field(None, description=(
         "System message put before the question in this model's chat template (e.g. LIMO-v2's 'Please reason step "
@@ -39,6 +45,44 @@ class ModelSpec(Section):
         "{rope_scaling: {type: yarn, factor: 4.0, original_max_position_embeddings: 32768}, "
         "max_position_embeddings: 131072} to trace responses past the model's own window; recorded in the "
         "scores' cost.json with the original window. null = the checkpoint's config."))
+
+    device_map: str | dict[str, int | str] | None = Field(None, description=(
+        "HF engine only: handed as is to transformers' from_pretrained(device_map=...), which lets accelerate "
+        "shard a model bigger than one GPU over every visible GPU (then CPU, then disk offload): auto | balanced "
+        "| balanced_low_0 | sequential, one device (cpu, cuda:1, mps), or {module name: device} (a GPU index, "
+        "cpu or disk). Scores equal a plain load's; it only changes where the weights sit. null = the whole "
+        "model on `device`. The vllm and server engines ignore it (vLLM shards with tensor_parallel_size); "
+        "training never uses it."))
+    max_memory: dict[str, str] | None = Field(None, description=(
+        "With device_map: the most each device may hold, e.g. {'0': 70GiB, '1': 70GiB, cpu: 200GiB} (GPU index "
+        "as a string); null = accelerate's estimate of what is free."))
+
+    @field_validator("device_map")
+    @classmethod
+    def _device_map(cls, value: str | dict[str, int | str] | None) -> str | dict[str, int | str] | None:
+        device = r"(cpu|mps|disk|meta|(cuda|xpu|npu)(:[0-9]+)?)"
+        if isinstance(value, str) and value not in STRATEGIES and not re.fullmatch(device, value):
+            raise ValueError(f"{value!r}: one of {', '.join(STRATEGIES)}, a device (cpu, cuda:0, mps) or a dict")
+        for module, where in (value if isinstance(value, dict) else {}).items():
+            if isinstance(where, str) and not re.fullmatch(device, where):
+                raise ValueError(f"module {module!r} -> {where!r}: a GPU index, a device (cpu, cuda:0) or disk")
+        if isinstance(value, dict) and not value:
+            raise ValueError("name at least one module, or null")
+        return value
+
+    @field_validator("max_memory")
+    @classmethod
+    def _memory_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if not (key.isdigit() or key in ("cpu", "mps", "disk")):
+                raise ValueError(f"{key!r}: a GPU index ('0', '1', ...), cpu, mps or disk")
+        return value
+
+    @model_validator(mode="after")
+    def _memory_needs_map(self) -> "ModelSpec":
+        if self.max_memory is not None and self.device_map is None:
+            raise ValueError("max_memory is set but device_map is null: give device_map (e.g. auto) too")
+        return self
 
     @field_validator("chat_template_kwargs")
     @classmethod
@@ -65,22 +109,35 @@ class ModelSpec(Section):
         # a URL may hold a password. Credentials and queries are refused and never repeated here
         # (rdpt.engines.server.redact prints URLs the same way).
         value = data.get("server") if isinstance(data, dict) else None
-        if not isinstance(value, str):
-            return data  # absent, null, or a wrong type (the field reports it)
-        shown = re.sub(r"\?\S*", "?<redacted>", re.sub(r"(?<=//)[^/?#\s]*@", "<redacted>@", value))
-        match = re.fullmatch(r"https?://([^/?#\s]*)(/[^?#\s]*)?", value)
-        if match is None:
-            if re.match(r"https?://[^/?#\s]+[^?#\s]*[?#]", value):
-                raise ValueError(f"server {shown!r}: expected a base URL without ?query or #fragment, such as "
-                                 "http://127.0.0.1:8000/v1")
-            raise ValueError(f"server {shown!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
-        if "@" in match[1]:
-            raise ValueError(f"server {shown!r}: credentials in the URL are refused (they would show in logs and "
-                             "errors); start vllm serve with --api-key and name the environment variable that "
-                             "holds the key in server.api_key_env")
-        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?", match[1]):
-            raise ValueError(f"server {shown!r}: {match[1]!r} is not a host or host:port")
-        return {**data, "server": value.rstrip("/")}
+        if isinstance(value, str):
+            return {**data, "server": _base_url(value)}
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            urls = [_base_url(v) for v in value]
+            if not urls:
+                raise ValueError("server: an empty list; give one base URL or several, or null")
+            if len(set(urls)) < len(urls):
+                raise ValueError("server: a URL is listed twice (each replica once)")
+            # one URL in a list is that URL: the same journal keys and engine as `server: URL`
+            return {**data, "server": urls[0] if len(urls) == 1 else urls}
+        return data  # absent, null, or a wrong type (the field reports it)
+
+
+def _base_url(value: str) -> str:
+    """``value`` as a server base URL (no trailing /), or a ValueError that never repeats credentials."""
+    shown = re.sub(r"\?\S*", "?<redacted>", re.sub(r"(?<=//)[^/?#\s]*@", "<redacted>@", value))
+    match = re.fullmatch(r"https?://([^/?#\s]*)(/[^?#\s]*)?", value)
+    if match is None:
+        if re.match(r"https?://[^/?#\s]+[^?#\s]*[?#]", value):
+            raise ValueError(f"server {shown!r}: expected a base URL without ?query or #fragment, such as "
+                             "http://127.0.0.1:8000/v1")
+        raise ValueError(f"server {shown!r}: expected an http(s) URL such as http://127.0.0.1:8000/v1")
+    if "@" in match[1]:
+        raise ValueError(f"server {shown!r}: credentials in the URL are refused (they would show in logs and "
+                         "errors); start vllm serve with --api-key and name the environment variable that "
+                         "holds the key in server.api_key_env")
+    if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?", match[1]):
+        raise ValueError(f"server {shown!r}: {match[1]!r} is not a host or host:port")
+    return value.rstrip("/")
 
 
 class ModelsParams(Section):

@@ -253,9 +253,11 @@ def reference_score_items(model, tokenizer, items: list[ScoreItem],
     :data:`WINDOW_TOKENS`-token window mean are appended, window by window. Used by the tests and the benchmark only.
     """
     from rdpt.models import context_length
+    from rdpt.placement import input_device
 
     prepared = prepare(items, tokenizer, context_length(model), model.get_input_embeddings().num_embeddings)
     results = []
+    device = input_device(model)
     with torch.inference_mode():
         for prep in prepared:
             scores: SentenceScores = []
@@ -266,10 +268,11 @@ def reference_score_items(model, tokenizer, items: list[ScoreItem],
                     scores.append(((0.0, 0) if rank_clip is None else (0.0, 0, 0)) + ((0.0, 0.0) if variants else ()))
                     continue
                 ids = prep.prompt_ids + prep.response_ids[: int(tokens[-1]) + 1]
-                logits = model(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits
+                logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits
                 logprobs = torch.log_softmax(logits[0].float(), dim=-1)  # (L, V)
-                positions = torch.as_tensor(n_prompt + tokens - 1, device=model.device)
-                targets = torch.as_tensor([prep.response_ids[j] for j in tokens], device=model.device)
+                logprobs = logprobs.to(device)
+                positions = torch.as_tensor(n_prompt + tokens - 1, device=device)
+                targets = torch.as_tensor([prep.response_ids[j] for j in tokens], device=device)
                 token_lp = logprobs[positions, targets].double().cpu().numpy()
                 if not np.isfinite(token_lp).all():
                     raise RdptError(f"response {prep.key}: non-finite log-prob in sentence {sentence}")

@@ -3,11 +3,12 @@ to the scored candidates, once per seed::
 
     python stages/select_data.py --candidates data/select/candidates.jsonl \\
         --sentences data/select/sentences.parquet --teacher data/select/scores/teacher \\
-        --student data/select/scores/student --out data/select/selections
+        --student data/select/scores/student --out data/select/selections --chat-out data/select/chat
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pandas as pd
@@ -16,15 +17,18 @@ from rdpt.io.artifacts import SCHEMAS, atomic_dir, read_table, write_json, write
 from rdpt.params import Params
 from rdpt.provenance.rules import join_scores
 from rdpt.selection.arms import parse_arm
+from rdpt.selection.chat import write_chat
 from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
 
 
 def select_data(params: Params, candidates_path: str, sentences_path: str, score_dirs: dict[str, str],
-                out_dir: str) -> dict:
+                out_dir: str, chat_dir: str | None = None) -> dict:
     """Every arm applied to the scored candidates: ``<out>/<arm>/seed<k>.jsonl``, ``features.parquet``, summary.
 
     Each selection file holds the chosen candidates (`generations` rows + their features), one per question;
     deterministic strategies write the same file for every seed, so DVC reruns only runs whose data changed.
+    With ``chat_dir``, each selection is also ``<chat_dir>/<arm>/seed<k>.jsonl`` in chat format
+    (:mod:`rdpt.selection.chat`), for training it elsewhere (TRL, LLaMA-Factory).
     """
     cands = read_table(candidates_path, "generations")
     sents = read_table(sentences_path, "sentences")[["response_id", "sentence_idx"]]
@@ -42,14 +46,16 @@ def select_data(params: Params, candidates_path: str, sentences_path: str, score
         return by_beta[beta]
 
     reference = features(params.select.beta)
-    fields = list(SCHEMAS["generations"]) + [c for c in ("source",) if c in cands.columns]
+    # the system prompt a candidate was sampled under travels with it: select_run trains with it, as distill does
+    fields = list(SCHEMAS["generations"]) + [c for c in ("source", "system_prompt") if c in cands.columns]
     rows_of = with_sentences[fields].set_index("response_id", drop=False)
     summary: dict = {"beta": params.select.beta, "n_candidates": int(len(with_sentences)),
                      "n_dropped_no_sentence": int(n_dropped),
                      "n_questions": int(with_sentences["question_id"].nunique()), "arms": {}}
     if aggregate != "mean":  # recorded when not the default (a default summary stays as it was)
         summary["aggregate"] = aggregate
-    with atomic_dir(out_dir) as tmp:  # every selection file appears together with the summary, or none
+    # every selection file appears together with the summary and its chat export, or none
+    with atomic_dir(out_dir) as tmp, (atomic_dir(chat_dir) if chat_dir else contextlib.nullcontext()) as chat:
         for arm in params.select.arms:
             strategy, arm_beta = parse_arm(arm)
             beta = params.select.beta if arm_beta is None else arm_beta
@@ -63,6 +69,8 @@ def select_data(params: Params, candidates_path: str, sentences_path: str, score
                 # to_json: native types, and an infinite RSR (NLL 0) becomes null rather than non-standard JSON
                 records = json.loads(pd.concat([rows, extra], axis=1).to_json(orient="records", force_ascii=False))
                 write_jsonl(tmp / arm / f"seed{seed}.jsonl", records)
+                if chat is not None:
+                    write_chat(chat / arm / f"seed{seed}.jsonl", records, params.models.student.system_prompt)
                 # Statistics at the common beta, so arms compare on one scale.
                 common = selection_stats(reference.set_index("response_id").loc[ids].reset_index())
                 per_seed.append(common | {"mean_teacher_count_own_beta": selection_stats(chosen)["mean_teacher_count"]})

@@ -93,7 +93,8 @@ def train(params, ref: ModelRef, pairs: list, *, seed: int, save_dir: Path, trai
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per launched process
     tokenizer = load_tokenizer(ref, padding_side="right")
-    model = load_model(ref, device, dtype)
+    # Training places the model itself (one device per process, DDP/FSDP), never by the scoring device_map.
+    model = load_model(dataclasses.replace(ref, device_map=None, max_memory=None), device, dtype)
     log.info("student: %s on %s (%s)", ref.path, device, str(dtype).removeprefix("torch."))
     examples = []
     for q, t, *system in pairs:
