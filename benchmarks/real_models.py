@@ -45,6 +45,7 @@ from rdpt.provenance.score import ScoreItem, plan_batches, reference_score_items
 from rdpt.provenance.segment import split
 from rdpt.real_assets import asset_path
 
+RESULT_MARK = "rdpt-benchmark-result "  # prefix of the vLLM child's one result line
 NAMES = ["Eva", "Liam", "Noor", "Kenji", "Ana", "Tom"]
 THINGS = ["stamps", "apples", "marbles", "books", "coins", "stickers"]
 OPENERS = ["First,", "Next,", "So", "Then", "Wait,", "Hmm,", "Now", "Therefore,", "Let me check:", "Alternatively,"]
@@ -198,7 +199,11 @@ def sampling(model, tokenizer, folder: str, n_prompts: int, max_new_tokens: int,
                            capture_output=True, text=True, check=False)
     if child.returncode != 0:
         raise SystemExit(f"vLLM child failed:\n{child.stderr[-3000:]}")
-    report["vllm_cpu"] = json.loads(child.stdout.strip().splitlines()[-1])
+    # vLLM's engine-core process writes its own lines to fd 1: find ours by its marker
+    lines = [line for line in child.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if not lines:
+        raise SystemExit(f"vLLM child printed no result:\n{child.stdout[-2000:]}\n{child.stderr[-2000:]}")
+    report["vllm_cpu"] = json.loads(lines[-1][len(RESULT_MARK):])
     report["vllm_over_hf"] = report["vllm_cpu"]["tokens_per_s"] / report["hf"]["tokens_per_s"]
     return report
 
@@ -254,7 +259,7 @@ def main() -> None:
     if args.vllm_child:
         with contextlib.redirect_stdout(sys.stderr):
             result = vllm_child(args.vllm_child, args.vllm_prompts, args.vllm_max_new_tokens, torch.get_num_threads())
-        print(json.dumps(result))
+        print(RESULT_MARK + json.dumps(result))
         return
     with contextlib.redirect_stdout(sys.stderr):  # libraries may print: stdout keeps the one JSON object
         report = run(args.quick, args.long_seq_tokens, args.vllm_python)

@@ -48,3 +48,24 @@ def tiny_lm_factory(tmp_path_factory):
         return make_tiny_lm(tmp_path_factory.mktemp(name), corpus, **kwargs)
 
     return factory
+
+
+def write_selection_pool(folder, cands: list[dict], sents: list[dict], rng) -> tuple[str, str, dict[str, str]]:
+    """A candidate pool on disk as select_data reads it: candidates, their sentences, and random teacher/student
+    scores per sentence (mean log-prob in [-3, -0.05], 2 tokens). Returns (candidates, sentences, score dirs)."""
+    import pandas as pd
+
+    scores = {"teacher": [], "student": []}
+    for sent in sents:
+        for rows in scores.values():
+            lp = float(rng.uniform(-3, -0.05))
+            rows.append({"response_id": sent["response_id"], "sentence_idx": sent["sentence_idx"], "n_tokens": 2,
+                         "sum_logprob": 2 * lp, "mean_logprob": lp, "sum_rank": int(rng.integers(2, 40))})
+    pd.DataFrame(cands).to_json(folder / "c.jsonl", orient="records", lines=True)
+    pd.DataFrame(sents).to_parquet(folder / "s.parquet")
+    dirs = {}
+    for role, rows in scores.items():
+        (folder / role).mkdir()
+        pd.DataFrame(rows).to_parquet(folder / role / "scores.parquet")
+        dirs[role] = str(folder / role)
+    return str(folder / "c.jsonl"), str(folder / "s.parquet"), dirs

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from rdpt.presets import compose
+from rdpt.presets import compose, merge
 from rdpt.real_assets import AssetMissing, asset_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,15 +36,6 @@ MICRO = {
     "classify": {"noise_responses": 2},
     "correlate": {"min_responses": 1, "n_bootstrap": 20, "n_permutations": 20},
 }
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +53,7 @@ def real_repo(tmp_path_factory):
     for folder in ("stages", "rdpt"):
         shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     merged, _ = compose(ROOT / "configs" / "real-cpu.yaml", ROOT / "params.yaml")
-    (repo / "params.yaml").write_text(yaml.safe_dump(_merge(merged, MICRO), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(merge(merged, MICRO), sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(repo)}
 

@@ -15,6 +15,7 @@ from rdpt.provenance.rules import label_teacher_student
 from rdpt.selection.arms import parse_arm
 from rdpt.selection.report import accuracy_table, load_runs, mean_ci, table1_markdown
 from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
+from tests.conftest import write_selection_pool
 
 
 # ------------------------------------------------------------------------------------- the label rule
@@ -241,7 +242,7 @@ def test_paired_delta_vs_random_and_table(tmp_path):
 def test_select_step_writes_one_file_per_arm_and_seed(tmp_path):
     from rdpt.selection.select_data import select_data
 
-    cands, sents, scores = [], [], {"teacher": [], "student": []}
+    cands, sents = [], []
     rng = np.random.default_rng(0)
     for q in range(5):
         for k in range(1 + q % 3):  # 1, 2 or 3 candidates per question
@@ -252,20 +253,9 @@ def test_select_step_writes_one_file_per_arm_and_seed(tmp_path):
             for j in range(3):
                 sents.append({"response_id": rid, "benchmark": "candidates", "sentence_idx": j, "start": 3 * j,
                               "end": 3 * j + 3, "text": "A. "})
-                for role in scores:
-                    lp = float(rng.uniform(-3, -0.05))
-                    scores[role].append({"response_id": rid, "sentence_idx": j, "n_tokens": 2,
-                                         "sum_logprob": 2 * lp, "mean_logprob": lp,
-                                         "sum_rank": int(rng.integers(2, 40))})
-    pd.DataFrame(cands).to_json(tmp_path / "c.jsonl", orient="records", lines=True)
-    pd.DataFrame(sents).to_parquet(tmp_path / "s.parquet")
-    dirs = {}
-    for role, rows in scores.items():
-        (tmp_path / role).mkdir()
-        pd.DataFrame(rows).to_parquet(tmp_path / role / "scores.parquet")
-        dirs[role] = str(tmp_path / role)
+    cands_path, sents_path, dirs = write_selection_pool(tmp_path, cands, sents, rng)
     params = _params({"arms": ["teacher_count", "random", "rsr", "teacher_count_beta0.5"], "seeds": [0, 1]})
-    summary = select_data(params, str(tmp_path / "c.jsonl"), str(tmp_path / "s.parquet"), dirs, str(tmp_path / "sel"))
+    summary = select_data(params, cands_path, sents_path, dirs, str(tmp_path / "sel"))
     out = tmp_path / "sel"
     assert summary["n_questions"] == 5 and summary["n_candidates"] == len(cands)
     for arm in params.select.arms:

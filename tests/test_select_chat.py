@@ -17,13 +17,14 @@ from rdpt.models import load_tokenizer
 from rdpt.params import parse_params
 from rdpt.selection.chat import chat_messages
 from rdpt.selection.select_data import select_data
+from tests.conftest import write_selection_pool
 
 ARMS = ["teacher_count", "random"]
 
 
 def _pool(tmp_path, system_prompts: list | None = None) -> tuple[str, str, dict[str, str]]:
     """Candidates (2 per question, 4 questions), their sentences and teacher/student scores on disk."""
-    cands, sents, scores = [], [], {"teacher": [], "student": []}
+    cands, sents = [], []
     rng = np.random.default_rng(1)
     for q in range(4):
         for k in range(2):
@@ -37,19 +38,7 @@ def _pool(tmp_path, system_prompts: list | None = None) -> tuple[str, str, dict[
             for j in range(2):
                 sents.append({"response_id": rid, "benchmark": "candidates", "sentence_idx": j, "start": 0,
                               "end": 1, "text": "S"})
-                for role in scores:
-                    lp = float(rng.uniform(-3, -0.05))
-                    scores[role].append({"response_id": rid, "sentence_idx": j, "n_tokens": 2,
-                                         "sum_logprob": 2 * lp, "mean_logprob": lp,
-                                         "sum_rank": int(rng.integers(2, 40))})
-    pd.DataFrame(cands).to_json(tmp_path / "c.jsonl", orient="records", lines=True)
-    pd.DataFrame(sents).to_parquet(tmp_path / "s.parquet")
-    dirs = {}
-    for role, rows in scores.items():
-        (tmp_path / role).mkdir()
-        pd.DataFrame(rows).to_parquet(tmp_path / role / "scores.parquet")
-        dirs[role] = str(tmp_path / role)
-    return str(tmp_path / "c.jsonl"), str(tmp_path / "s.parquet"), dirs
+    return write_selection_pool(tmp_path, cands, sents, rng)
 
 
 def _params(student: dict):
