@@ -139,3 +139,23 @@ def test_the_checker_sees_imports_a_stage_makes_inside_functions(tmp_path):
     files = code_files(ROOT / "stages" / "score.py")
     assert {"rdpt/engines/hf.py", "rdpt/engines/vllm.py", "rdpt/engines/server.py"} <= files
     assert any(p.startswith("rdpt/analysis/viewer_assets/") for p in code_files(ROOT / "stages" / "viewer.py"))
+
+
+def test_every_param_a_stage_lists_is_in_params_yaml():
+    """DVC refuses to run a stage whose listed param key is missing from params.yaml ("Parameters ... are missing"),
+    so a key that only has a pydantic default must be listed through its parent section."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    missing = []
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        for key in body.get("params", []):
+            if not isinstance(key, str) or "${" in key:
+                continue  # templated (foreach) keys resolve per item
+            node = params
+            for part in key.split("."):
+                if not isinstance(node, dict) or part not in node:
+                    missing.append(f"{name}: {key}")
+                    break
+                node = node[part]
+    assert not missing
