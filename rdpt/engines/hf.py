@@ -179,10 +179,15 @@ class HfEngine(Engine):
             stop = min(start + self.chunk_size, len(targets))
             logits = transform(head(states[start:stop]).float())  # (chunk, V) fp32: the only O(V) buffer
             target_logits = logits.gather(1, targets[start:stop, None]).squeeze(1)
-            logprobs[start:stop] = target_logits - torch.logsumexp(logits, dim=-1)
             if ranks is not None:
-                # A compare + count over the same (chunk, V) logits: ~1/H of the head's cost.
+                # A compare + count over the same (chunk, V) logits: ~1/H of the head's cost. Before the
+                # in-place softmax below, which overwrites them.
                 ranks[start:stop] = ((logits > target_logits[:, None]).sum(dim=-1) + 1).clamp_(max=rank_clip)
+            # log-sum-exp in place: torch.logsumexp allocates (chunk, V) temporaries and is ~3x slower on CPU,
+            # which cost 16% of a bare forward's throughput with Qwen's 151,936-row head.
+            peak = logits.amax(dim=-1, keepdim=True)  # (chunk, 1)
+            norm = logits.sub_(peak).exp_().sum(dim=-1).log_()  # (chunk,)
+            logprobs[start:stop] = target_logits - peak.squeeze(1) - norm
             del logits  # freed before the next chunk's head output is allocated: one (chunk, V) buffer at a time
         return logprobs, ranks
 
