@@ -44,22 +44,22 @@ def _sampled(model, tok, temperature=0.7, top_p=0.9):
                         return_logprobs=True)
     items, store = [], {}
     for p, (prompt, ids_p) in enumerate(zip(prompts, encoded, strict=True)):
-        for k, (ids, lps) in enumerate(out[p]):
-            assert len(ids) == len(lps)
+        for k, (ids, lps, ranks) in enumerate(out[p]):
+            assert len(ids) == len(lps) == len(ranks)
             cut = next((j for j, t in enumerate(ids) if t in stops), len(ids))  # scoring excludes the stop token
-            ids, lps = ids[:cut], lps[:cut]
+            ids, lps, ranks = ids[:cut], lps[:cut], ranks[:cut]
             text = tok.decode(ids, skip_special_tokens=True)
             if not split(text):
                 continue
             items.append(ScoreItem(f"r{p}-{k}", prompt, text, split(text), token_ids=ids))
-            store[tuple(ids_p + ids)] = lps
+            store[tuple(ids_p + ids)] = (lps, ranks)
     return items, store
 
 
 def test_sampled_log_probs_are_the_raw_model_log_probs_not_the_warped_ones(teacher):
     model, tok = teacher
     items, store = _sampled(model, tok)
-    (seq, lps), *_ = store.items()
+    (seq, (lps, ranks)), *_ = store.items()
     n_prompt = len(seq) - len(lps)
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([list(seq)])).logits[0, n_prompt - 1: -1].float()
@@ -67,6 +67,8 @@ def test_sampled_log_probs_are_the_raw_model_log_probs_not_the_warped_ones(teach
     raw = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0].double().numpy()
     warped = torch.log_softmax(logits / 0.7, -1).gather(1, targets[:, None])[:, 0].double().numpy()
     np.testing.assert_allclose(lps, raw, atol=1e-5)
+    want_ranks = ((logits > logits.gather(1, targets[:, None])).sum(-1) + 1).tolist()
+    assert ranks == want_ranks  # unclipped ranks of the raw logits
     assert np.abs(np.asarray(lps) - warped).max() > 1e-2  # temperature 0.7 would have shifted them visibly
 
 
@@ -76,9 +78,10 @@ def test_scores_from_stored_log_probs_equal_a_separate_teacher_pass(teacher):
     assert len(items) >= 6
     opened = []
     stored = StoredLogprobs(store, lambda: opened.append(1) or HfEngine(model), context_length=512)
-    got, _ = score_items(stored, tok, items, progress=False)
-    want, _ = score_items(HfEngine(model, pad_id=tok.pad_token_id), tok, items, progress=False)
+    got, _ = score_items(stored, tok, items, rank_clip=5, progress=False)
+    want, _ = score_items(HfEngine(model, pad_id=tok.pad_token_id), tok, items, rank_clip=5, progress=False)
     assert (stored.hits, stored.misses, opened) == (len(items), 0, [])  # no second forward pass at all
+    assert [[x[2] for x in g] for g in got] == [[x[2] for x in w] for w in want]  # clipped rank sums agree
     deltas = [abs(a[0] - b[0]) for g, w in zip(got, want, strict=True) for a, b in zip(g, w, strict=True)]
     assert [[x[1] for x in g] for g in got] == [[x[1] for x in w] for w in want]  # the same tokens per sentence
     print(f"max |delta| of reused vs recomputed sentence sums: {max(deltas):.2e} over {len(deltas)} sentences")
@@ -95,5 +98,7 @@ def test_a_response_without_stored_log_probs_is_scored_by_the_fallback(teacher):
     assert (stored.hits, stored.misses) == (len(items) - 1, 1)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose([x[0] for x in g], [x[0] for x in w], atol=ATOL)
-    ranked, _ = score_items(stored, tok, items[:2], rank_clip=100, progress=False)  # ranks: never stored
-    assert stored.misses == 3 and all(len(x) == 3 for x in ranked[0])
+    no_ranks = StoredLogprobs({k: (lps, None) for k, (lps, _) in store.items()}, lambda: HfEngine(model),
+                              context_length=512)
+    ranked, _ = score_items(no_ranks, tok, items[:2], rank_clip=100, progress=False)  # ranks: not stored
+    assert no_ranks.misses == 2 and all(len(x) == 3 for x in ranked[0])

@@ -142,6 +142,26 @@ def test_vllm_sampling_is_reproducible_and_recorded_like_hf(tiny, engine):
             assert r["text"] == tok.decode(text_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 
+def test_vllm_sampled_logprobs_are_the_raw_scores_of_a_separate_pass(tiny, engine):
+    """keep_logprobs on vLLM: each drawn token's log-prob and rank at T 0.7 equal a separate HF scoring pass
+    (raw, not temperature-warped), so select_score can reuse them."""
+    _, model, tok = tiny
+    prompts = [encode_prompt(tok, render_prompt(tok, q)) for q in ("What is 3 + 4?", "Add 12 and 2.")]
+    out = engine.sample(prompts, seed=0, batch_index=0, prompt_indices=[0, 1], num_samples=2, temperature=0.7,
+                        top_p=1.0, max_new_tokens=16, stop_ids=[tok.eos_token_id], return_logprobs=True)
+    seqs, starts, kept = [], [], []
+    for prompt, samples in zip(prompts, out, strict=True):
+        for ids, lps, ranks in samples:
+            assert len(ids) == len(lps) == len(ranks) > 0
+            seqs.append(prompt + ids)
+            starts.append(len(prompt))
+            kept.append((lps, ranks))
+    ref = HfEngine(model).token_logprobs(seqs, starts, rank_clip=10**9)
+    for (lps, ranks), (want_lps, want_ranks) in zip(kept, ref, strict=True):
+        np.testing.assert_allclose(lps, want_lps, atol=ATOL_MEAN_LOGPROB)
+        assert list(ranks) == want_ranks.tolist()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

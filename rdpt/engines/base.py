@@ -52,8 +52,13 @@ class Engine(ABC):
     @abstractmethod
     def sample(self, prompts: list[list[int]], *, seed: int, batch_index: int, prompt_indices: list[int],
                num_samples: int, temperature: float, top_p: float, max_new_tokens: int,
-               stop_ids: list[int], top_k: int = 0, min_p: float = 0.0) -> list[list[list[int]]]:
+               stop_ids: list[int], top_k: int = 0, min_p: float = 0.0,
+               return_logprobs: bool = False) -> list[list]:
         """Generated token ids per prompt, per sample; a stopped sample ends with its stop id.
+
+        With ``return_logprobs``, each sample is ``(ids, logprobs, ranks)`` instead: the model's *raw* log-prob
+        (before temperature, top-k/p, min-p) and rank (1 = its top choice, unclipped) of each sampled token,
+        aligned with ids: what a separate :meth:`token_logprobs` pass over the same ids would return.
 
         ``prompt_indices`` are the prompts' positions in the whole call and ``batch_index`` this batch's
         position in the plan: an engine seeds from (``seed``, batch) or (``seed``, prompt), never from what

@@ -213,9 +213,9 @@ class HfEngine(Engine):
     # ----------------------------------------------------------------------------------------- sampling
     def sample(self, prompts, *, seed, batch_index, prompt_indices, num_samples, temperature, top_p,
                max_new_tokens, stop_ids, top_k=0, min_p=0.0, return_logprobs=False):
-        """:meth:`Engine.sample`; with ``return_logprobs``, each sample is ``(ids, logprobs)``: the model's *raw*
-        log-prob of each sampled token (``output_logits``: before temperature, top-k/p and min-p, so the
-        score a separate teacher pass would give, not the warped sampling distribution), aligned with ids."""
+        """:meth:`Engine.sample`; with ``return_logprobs``, each sample is ``(ids, logprobs, ranks)``: the model's
+        *raw* log-prob and rank of each sampled token (``output_logits``: before temperature, top-k/p and min-p,
+        so the score a separate teacher pass would give, not the warped sampling distribution), aligned with ids."""
         from transformers import GenerationConfig
 
         pad_id = self.pad_id if self.pad_id is not None else stop_ids[0]
@@ -249,11 +249,16 @@ class HfEngine(Engine):
                 )  # (len(prompts) * num_samples, T + new)
                 sequences = out.sequences if return_logprobs else out
                 new_ids = sequences[:, input_ids.shape[1]:]
-                if return_logprobs:  # step j's logits (B*n, V) -> log-prob of the token drawn at step j, in fp32
-                    lps = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(
-                        1, new_ids[:, j: j + 1].to(step.device))[:, 0].cpu() for j, step in enumerate(out.logits)], 1)
+                if return_logprobs:  # step j's logits (B*n, V) -> log-prob and rank of the token drawn at step j
+                    lps, ranks = [], []
+                    for j, step in enumerate(out.logits):
+                        step = step.float()
+                        drawn = step.gather(1, new_ids[:, j: j + 1].to(step.device))  # (B*n, 1)
+                        ranks.append(((step > drawn).sum(dim=-1) + 1).cpu())
+                        lps.append((drawn[:, 0] - torch.logsumexp(step, dim=-1)).cpu())
+                    lps, ranks = torch.stack(lps, 1), torch.stack(ranks, 1)  # (B*n, new) each
         new = new_ids.tolist()
         if return_logprobs:
-            new = list(zip(new, lps.double().tolist(), strict=True))
+            new = list(zip(new, lps.double().tolist(), ranks.tolist(), strict=True))
         # Rows are padded past their stop token; the caller cuts each at its first stop id.
         return [new[row * num_samples: (row + 1) * num_samples] for row in range(len(prompts))]

@@ -319,7 +319,10 @@ class ServerEngine(Engine):
 
     # ---------------------------------------------------------------------------------------- engine API
     def sample(self, prompts, *, seed, batch_index, prompt_indices, num_samples, temperature, top_p, max_new_tokens,
-               stop_ids, top_k=0, min_p=0.0):
+               stop_ids, top_k=0, min_p=0.0, return_logprobs=False):
+        if return_logprobs:  # OpenAI-style completions return log-probs but no ranks, which scoring needs
+            raise RdptError(f"server {self.shown}: keep_logprobs needs the hf or vllm engine (a server's "
+                            "completions carry no token ranks); set keep_logprobs: false")
         seeds = [prompt_seed(seed, i) for i in prompt_indices]  # per prompt: independent of the batch
 
         def one(prompt: list[int], seed: int) -> list[list[int]]:

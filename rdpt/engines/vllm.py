@@ -101,7 +101,7 @@ class VllmEngine(Engine):
         return outputs
 
     def sample(self, prompts, *, seed, batch_index, prompt_indices, num_samples, temperature, top_p, max_new_tokens,
-               stop_ids, top_k=0, min_p=0.0):
+               stop_ids, top_k=0, min_p=0.0, return_logprobs=False):
         from vllm import SamplingParams
 
         # One seed per prompt, so a prompt's samples do not depend on the batch it ran in.
@@ -110,13 +110,16 @@ class VllmEngine(Engine):
         sampling = [
             SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                            repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
-                           max_tokens=max_new_tokens, seed=s, stop_token_ids=list(stop_ids), detokenize=False)
+                           max_tokens=max_new_tokens, seed=s, stop_token_ids=list(stop_ids), detokenize=False,
+                           # 0 = the sampled token's own entry only; raw (pre-temperature) log-probs by default
+                           logprobs=0 if return_logprobs else None)
             for s in seeds
         ]
         results = []
         for request in self._run(prompts, sampling):
             # vLLM keeps the stop token that ended a sample in its token_ids (an EOS), as HF generate does.
-            results.append([list(c.token_ids) for c in sorted(request.outputs, key=lambda c: c.index)])
+            outputs = sorted(request.outputs, key=lambda c: c.index)
+            results.append([_with_logprobs(c) if return_logprobs else list(c.token_ids) for c in outputs])
         return results
 
     def token_logprobs(self, sequences, starts, *, rank_clip=None):
@@ -147,3 +150,15 @@ class VllmEngine(Engine):
             core.shutdown()  # stops the engine-core process (multiprocessing mode) before interpreter exit
         del self.llm
         gc.collect()
+
+
+def _with_logprobs(completion) -> tuple[list[int], list[float], list[int]]:
+    """(ids, raw log-probs, ranks) of one vLLM completion sampled with ``logprobs=0``."""
+    ids = list(completion.token_ids)
+    steps = completion.logprobs
+    if steps is None or len(steps) != len(ids):
+        raise RdptError("engine 'vllm': no sample log-probs returned (SamplingParams.logprobs unsupported?)")
+    entries = [step.get(t) for step, t in zip(steps, ids, strict=True)]
+    if any(e is None for e in entries):
+        raise RdptError("engine 'vllm': a sampled token has no log-prob entry")
+    return ids, [float(e.logprob) for e in entries], [int(e.rank) for e in entries]

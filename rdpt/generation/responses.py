@@ -12,6 +12,7 @@ overrides the stage's (:func:`benchmark_sampling`).
 from __future__ import annotations
 
 import logging
+import math
 
 import rdpt.generation.sample
 import rdpt.models
@@ -38,8 +39,15 @@ def benchmark_sampling(sampling: SamplingParams, spec) -> SamplingParams:
     return sampling if k is None or k == sampling.num_samples else sampling.model_copy(update={"num_samples": k})
 
 
-def _record_check(plans: dict[str, list[list[int]]], num_samples: dict[str, int]):
-    """A journaled batch must hold the plan's prompts and its benchmark's num_samples well-formed responses each."""
+def _record_check(plans: dict[str, list[list[int]]], num_samples: dict[str, int], logprobs: bool = False):
+    """A journaled batch must hold the plan's prompts and its benchmark's num_samples well-formed responses each
+    (with ``logprobs``: a finite log-prob and a rank >= 1 per token id)."""
+
+    def with_logprobs(r) -> bool:
+        lps, ranks = r.get("token_logprobs"), r.get("token_ranks")
+        return (isinstance(lps, list) and isinstance(ranks, list) and len(lps) == len(ranks) == r["n_tokens"]
+                and all(isinstance(x, float) and math.isfinite(x) and x <= 0 for x in lps)
+                and all(isinstance(k, int) and k >= 1 for k in ranks))
 
     def valid(unit: str, data) -> bool:
         name, _, b = unit.rpartition("/")
@@ -49,7 +57,7 @@ def _record_check(plans: dict[str, list[list[int]]], num_samples: dict[str, int]
         return data["prompts"] == idx and len(data["samples"]) == len(idx) and all(
             len(per_prompt) == num_samples[name]
             and all(isinstance(r["text"], str) and r["finish_reason"] in ("stop", "length")
-                    and isinstance(r["n_tokens"], int) for r in per_prompt)
+                    and isinstance(r["n_tokens"], int) and (not logprobs or with_logprobs(r)) for r in per_prompt)
             for per_prompt in data["samples"])
 
     return valid
@@ -83,9 +91,12 @@ def sample_responses(engine, tokenizer, questions: list[Question], benchmark: st
         engine, tokenizer, prompts, num_samples=sampling.num_samples, temperature=sampling.temperature,
         top_p=sampling.top_p, top_k=sampling.top_k, min_p=sampling.min_p, max_new_tokens=sampling.max_new_tokens,
         batch_size=sampling.batch_size, seed=seed, desc=desc, done=done, on_batch=on_batch,
+        return_logprobs=sampling.keep_logprobs,
     )
+    # which prompt the log-probs were computed after: scoring reuses them only under the same prompt ids
+    prompt_digests = [digest(encode_prompt(tokenizer, p)) for p in prompts] if sampling.keep_logprobs else []
     rows = []
-    for q, samples in zip(questions, outputs, strict=True):
+    for i, (q, samples) in enumerate(zip(questions, outputs, strict=True)):
         for k, s in enumerate(samples):
             rows.append({
                 "response_id": f"{benchmark}/{q.id}/{k}", "benchmark": benchmark, "question_id": q.id,
@@ -93,7 +104,9 @@ def sample_responses(engine, tokenizer, questions: list[Question], benchmark: st
                 "finish_reason": s["finish_reason"], "n_tokens": int(s["n_tokens"]),
                 "token_ids": [int(t) for t in s["token_ids"]], "model": model,
             } | ({"system_prompt": system_prompt} if system_prompt is not None else {})
-              | ({"answer_parts": list(q.parts)} if q.parts else {}))
+              | ({"answer_parts": list(q.parts)} if q.parts else {})
+              | ({"token_logprobs": s["token_logprobs"], "token_ranks": s["token_ranks"],
+                  "prompt_digest": prompt_digests[i]} if "token_logprobs" in s else {}))
     return rows
 
 
@@ -147,13 +160,15 @@ def _journaled_sampling(params: Params, ref: ModelRef, name: str, stage: str, sl
         per_set = {b: (per_set or {}).get(b, sampling) for b in sets}
         overrides = {b: s.num_samples for b, s in per_set.items() if s.num_samples != sampling.num_samples}
         fingerprint = run_fingerprint(
-            params, stage, name, ref, kind, SAMPLING_CODE, seed=params.seed, sampling=sampling.model_dump(),
+            params, stage, name, ref, kind, SAMPLING_CODE, seed=params.seed,
+            # keep_logprobs only when on: journals of runs without it keep their key
+            sampling=sampling.model_dump(exclude=None if sampling.keep_logprobs else {"keep_logprobs"}),
             benchmarks=[[b, digest([[q.id, q.question] for q in qs])] for b, qs in sets.items()],
             prompts=digest(prompts), system_prompts=system_prompts,
             # only when a benchmark overrides num_samples: journals without overrides keep their key
             **({"num_samples": overrides} if overrides else {}))
         check = _record_check({b: batch_plan(ps, sampling.batch_size) for b, ps in prompts.items()},
-                              {b: s.num_samples for b, s in per_set.items()})
+                              {b: s.num_samples for b, s in per_set.items()}, sampling.keep_logprobs)
         journal = Journal(journal_dir, slot, fingerprint, check, target=out)
         with journal:
             rows: list[dict] = []

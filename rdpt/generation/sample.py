@@ -52,8 +52,14 @@ def batch_plan(encoded: list[list[int]], batch_size: int) -> list[list[int]]:
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
-def _finish(new_ids: list[int], stop_ids: set[int], tokenizer) -> dict:
-    """Cut a generated row at its first stop token (kept in token_ids) and decode it."""
+def _finish(new_ids, stop_ids: set[int], tokenizer) -> dict:
+    """Cut a generated row at its first stop token (kept in token_ids) and decode it; a sample with log-probs
+    (``(ids, logprobs, ranks)``) keeps them, cut alike, as ``token_logprobs`` and ``token_ranks``."""
+    if isinstance(new_ids, tuple):
+        ids, lps, ranks = new_ids
+        row = _finish(ids, stop_ids, tokenizer)
+        n = row["n_tokens"]
+        return row | {"token_logprobs": [float(x) for x in lps[:n]], "token_ranks": [int(r) for r in ranks[:n]]}
     cut = next((j for j, t in enumerate(new_ids) if t in stop_ids), None)
     if cut is None:
         token_ids, reason, text_ids = new_ids, "length", new_ids
@@ -77,6 +83,7 @@ def sample(
     top_k: int = 0,
     min_p: float = 0.0,
     desc: str = "generate",
+    return_logprobs: bool = False,
     done: Mapping[int, list[list[dict]]] | None = None,
     on_batch: Callable[[int, list[int], list[list[dict]]], None] | None = None,
 ) -> list[list[dict]]:
@@ -84,7 +91,8 @@ def sample(
 
     Each response is ``{"text", "finish_reason": "stop" | "length", "n_tokens", "token_ids"}``;
     ``token_ids`` are the generated ids up to and including the stop token (when there is one),
-    ``n_tokens == len(token_ids)``, and ``text`` decodes them without special tokens.
+    ``n_tokens == len(token_ids)``, and ``text`` decodes them without special tokens. With ``return_logprobs``,
+    also ``token_logprobs`` and ``token_ranks`` (raw, aligned with ``token_ids``; see :meth:`Engine.sample`).
 
     ``engine`` is any :class:`rdpt.engines.base.Engine` (``HfEngine(model)`` for a loaded HF model).
 
@@ -112,7 +120,8 @@ def sample(
             # per prompt of the batch, num_samples lists of generated ids
             new = engine.sample([encoded[i] for i in idx], seed=seed, batch_index=b, prompt_indices=idx,
                                 num_samples=num_samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                                max_new_tokens=max_new_tokens, stop_ids=stops)
+                                max_new_tokens=max_new_tokens, stop_ids=stops,
+                                **({"return_logprobs": True} if return_logprobs else {}))
             if len(new) != len(idx) or any(len(rows) != num_samples for rows in new):
                 raise ValueError(f"sample: batch {b} came back with the wrong number of samples")
             for i, rows in zip(idx, new):

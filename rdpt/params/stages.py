@@ -31,6 +31,10 @@ class SamplingParams(Section):
     too_long: Literal["error", "skip"] = Field("error", description=(
         "A question whose prompt + max_new_tokens exceeds the model's context: error = stop before sampling, "
         "naming the dataset row; skip = leave the question out (counted in the stage's report and log)."))
+    keep_logprobs: bool = Field(False, description=(
+        "Keep each sampled token's raw log-prob and rank in the rows (token_logprobs, token_ranks): scoring "
+        "the same model on its own samples then reads them instead of a second forward pass (hf and vllm "
+        "engines; a server returns no ranks). docs/selection.md \"Reusing the teacher's sampling log-probs\"."))
 
     @model_validator(mode="after")
     def _greedy_has_one_sample(self):

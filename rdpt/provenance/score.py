@@ -40,10 +40,13 @@ from rdpt.io.artifacts import (
 from rdpt.io.journal import Journal, digest, run_fingerprint
 from rdpt.models import (
     ModelRef,
+    context_length,
     load_tokenizer,
     original_context_length,
+    overridden_config,
 )
 from rdpt.params import Params
+from rdpt.provenance.stored import StoredLogprobs, sampled_store
 from rdpt.provenance.tokens import Prepared, ScoreItem, prepare
 from rdpt.provenance.traced import read_traced, traced_items
 
@@ -252,7 +255,6 @@ def reference_score_items(model, tokenizer, items: list[ScoreItem],
     ``log_softmax(model(...).logits)``. With ``variants``, the first token's log-prob and the lowest
     :data:`WINDOW_TOKENS`-token window mean are appended, window by window. Used by the tests and the benchmark only.
     """
-    from rdpt.models import context_length
     from rdpt.placement import input_device
 
     prepared = prepare(items, tokenizer, context_length(model), model.get_input_embeddings().num_embeddings)
@@ -315,13 +317,24 @@ def score(params: Params, ref: ModelRef, name: str, generations_path: str, sente
         seen.update(keys)
         return True
 
+    # the model's own samples that kept their log-probs (keep_logprobs) are answered from them: no forward pass
+    store = sampled_store(gens, items, tokenizer)
     fingerprint = run_fingerprint(
         params, "score", name, ref, kind, [sys.modules[__name__], rdpt.models],
         score=params.score.model_dump(),
-        items=digest([[it.key, it.prompt, it.response, it.spans, it.token_ids] for it in items]))
+        items=digest([[it.key, it.prompt, it.response, it.spans, it.token_ids] for it in items]),
+        **({"stored": digest(sorted(store.items()))} if store else {}))
     with Journal(journal_dir, f"score-{name}", fingerprint, valid, target=out_dir) as journal:
         done = {k: [tuple(x) for x in s] for d in journal.done.values() for k, s in zip(d["keys"], d["scores"])}
-        engine = open_engine(ref, params.score.engine, params, tokenizer, scoring=params.score)
+        def real() -> Engine:
+            return open_engine(ref, params.score.engine, params, tokenizer, scoring=params.score)
+
+        if store:
+            config = overridden_config(ref)
+            engine = StoredLogprobs(store, real, context_length=context_length(config),
+                                    vocab_size=getattr(config, "vocab_size", None))
+        else:
+            engine = real()
         original = original_context_length(ref) if ref.config_overrides else None
         try:
             results, stats = score_items(
@@ -350,6 +363,8 @@ def score(params: Params, ref: ModelRef, name: str, generations_path: str, sente
     if record.pop("n_past_original_window") is not None:  # only a model run under config_overrides says more
         record |= {"config_overrides": ref.config_overrides, "original_context_length": original,
                    "context_length": engine.context_length, "n_past_original_window": stats.n_past_original_window}
+    if store:  # how many responses came from the sampling log-probs, how many needed a forward pass
+        record |= {"reused_sampling_logprobs": engine.hits, "forward_passes": engine.misses}
     cost, timing = split_timing({"model": name, "path": ref.path, "engine": kind, **record})
     with atomic_dir(out_dir) as out:  # scores and cost appear together or not at all
         write_table(out / "scores.parquet", table, "scores")

@@ -7,6 +7,9 @@ whose response ids were stored with their log-probs is answered from the store; 
 needs ranks, goes to the ``fallback`` engine (opened only if needed)::
 
     python -c "from rdpt.provenance.stored import StoredLogprobs; print(StoredLogprobs.__doc__)"
+
+:func:`sampled_store` builds the store from `generations` rows sampled with ``keep_logprobs`` (the ``score``
+stage does this by itself: ``select_score@teacher`` on candidates the teacher sampled needs no teacher pass).
 """
 
 from __future__ import annotations
@@ -14,23 +17,27 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 
 from rdpt.engines.base import Engine
+from rdpt.io.journal import digest
+from rdpt.models import encode_prompt
 
 
 class StoredLogprobs(Engine):
-    """Answers :meth:`token_logprobs` from ``{prompt + response ids: response log-probs}``; the rest goes to a
-    fallback.
+    """Answers :meth:`token_logprobs` from ``{prompt + response ids: (response log-probs, ranks)}``; the rest
+    goes to a fallback.
 
     ``store`` maps ``tuple(prompt ids + response ids)`` (stop token excluded, as scoring sees them; the prompt
     as :func:`rdpt.models.encode_prompt` gives it to sampling and scoring alike) to the response tokens'
-    log-probs under the model, aligned. ``fallback``: a function that opens the real engine, called on the
-    first miss only.
+    log-probs under the model and their unclipped ranks (or None: not stored), aligned. ``fallback``: a
+    function that opens the real engine, called on the first miss only.
     """
 
     name = "stored"
 
-    def __init__(self, store: dict[tuple[int, ...], list[float]], fallback: Callable[[], Engine], *,
+    def __init__(self, store: dict[tuple[int, ...], tuple[list[float], list[int] | None]],
+                 fallback: Callable[[], Engine], *,
                  context_length: int | None = None, vocab_size: int | None = None):
         self.store, self._open, self._engine = store, fallback, None
         self.context_length, self.vocab_size = context_length, vocab_size
@@ -45,13 +52,14 @@ class StoredLogprobs(Engine):
         out: list = [None] * len(sequences)
         missed = []
         for i, (seq, start) in enumerate(zip(sequences, starts, strict=True)):
-            kept = None if rank_clip is not None else self.store.get(tuple(seq))
-            if kept is not None and len(kept) != len(seq) - start:  # a store built for another prompt split
-                kept = None
-            if kept is None:  # ranks were never stored; a response sampled elsewhere has no log-probs here
+            lps, ranks = self.store.get(tuple(seq), (None, None))
+            if lps is not None and len(lps) != len(seq) - start:  # a store built for another prompt split
+                lps = None
+            if lps is None or (rank_clip is not None and ranks is None):  # sampled elsewhere, or no ranks kept
                 missed.append(i)
             else:
-                out[i] = (np.asarray(kept, dtype=np.float64), None)
+                clipped = None if rank_clip is None else np.minimum(np.asarray(ranks, dtype=np.int64), rank_clip)
+                out[i] = (np.asarray(lps, dtype=np.float64), clipped)
         self.hits += len(sequences) - len(missed)
         self.misses += len(missed)
         if missed:
@@ -70,3 +78,28 @@ class StoredLogprobs(Engine):
     def close(self) -> None:
         if self._engine is not None:
             self._engine.close()
+
+
+def sampled_store(gens: pd.DataFrame, items, tokenizer) -> dict[tuple[int, ...], tuple[list[float], list[int]]]:
+    """``{prompt + response ids: (log-probs, ranks)}`` of the items whose row kept its sampling log-probs.
+
+    ``items`` are :func:`rdpt.provenance.traced.traced_items`'s: an item has ``token_ids`` only when the scoring
+    model sampled it itself (its row's ``model``). Its stored values are used only when they were computed after
+    the same prompt ids the scorer builds (the row's ``prompt_digest``) and cover every scored id; any other
+    item is left to a forward pass.
+    """
+    if "token_logprobs" not in gens.columns:
+        return {}
+    store = {}
+    for item in items:
+        if item.token_ids is None:
+            continue
+        lps, ranks, prompt = (gens.at[item.key, c] for c in ("token_logprobs", "token_ranks", "prompt_digest"))
+        if not isinstance(lps, (list, np.ndarray)) or not isinstance(ranks, (list, np.ndarray)):
+            continue
+        prompt_ids = encode_prompt(tokenizer, item.prompt)
+        n = len(item.token_ids)  # the stop token is cut off the scored ids; the stored values go one further
+        if prompt != digest(prompt_ids) or len(lps) < n or len(ranks) < n:
+            continue
+        store[tuple(prompt_ids + item.token_ids)] = ([float(x) for x in lps[:n]], [int(r) for r in ranks[:n]])
+    return store
