@@ -60,8 +60,21 @@ PINNED_ENV = {
 
 # An emulated machine: what its hardware lets each library use. "aten" is the best ATen kernel set it has
 # (ATen needs AVX2 + FMA for its avx2 kernels, so an AVX-only CPU runs the default ones).
+def _this_cpu() -> str:
+    """This machine as the table names it: model name and its widest x86 vector ISA, from /proc/cpuinfo."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "this CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    isa = "AVX-512" if "avx512f" in flags else "AVX2+FMA" if {"avx2", "fma"} <= flags else "AVX" if "avx" in flags \
+        else "SSE"
+    return f"this {name} ({isa}, {os.cpu_count()} cores)"
+
+
 MACHINES = {
-    "this-epyc": {"label": "this AMD EPYC (AVX2+FMA, 2 cores)", "env": {}, "glibc": [], "aten": None, "cpus": None},
+    "this-epyc": {"label": _this_cpu(), "env": {}, "glibc": [], "aten": None, "cpus": None},
     "avx-nofma": {"label": "AVX, no AVX2/FMA (Sandy Bridge-like)",
                   "env": {"MKL_ENABLE_INSTRUCTIONS": "AVX", "ONEDNN_MAX_CPU_ISA": "AVX"},
                   "glibc": ["AVX2", "FMA", "FMA4"], "aten": "default", "cpus": None},

@@ -7,6 +7,7 @@ Each seed runs in a scratch copy of the repository (code, dvc.yaml, params.yaml 
 (:mod:`rdpt.analysis.seeds`)::
 
     python scripts/seed_sweep.py --seeds 1 2 --out reports/seeds       # ~7 min per seed on 2 cores
+    python scripts/seed_sweep.py --seeds 1 2 --out reports/seeds --compare "AVX2 run=reports/seeds/avx2/metrics.json"
 
 Timings are printed per seed (wall clock of the whole ``dvc repro``).
 """
@@ -28,7 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rdpt.analysis.seeds import summarize, summary_markdown  # noqa: E402
+from rdpt.analysis.seeds import compare, compare_markdown, summarize, summary_markdown  # noqa: E402
 
 
 def run_seed(seed: int, target: str) -> tuple[dict, float]:
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="toy.seed values to run")
     parser.add_argument("--out", default="reports/seeds", help="folder for per-seed metrics and the summary")
     parser.add_argument("--target", default="correlate", help="dvc repro target (default: the provenance part)")
+    parser.add_argument("--compare", metavar="LABEL=METRICS_JSON", default=None,
+                        help="another run's metrics.json (e.g. from another CPU): is it inside the seeds' spread?")
     args = parser.parse_args()
     out = ROOT / args.out
     base = yaml.safe_load((ROOT / "params.yaml").read_text())["toy"]["seed"]
@@ -77,6 +80,12 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps({"seeds": sorted(runs), "metrics": summary}, indent=1) + "\n")
     (out / "summary.md").write_text(summary_markdown(summary, sorted(runs)))
     print(f"wrote {out / 'summary.json'} and summary.md over seeds {sorted(runs)}")
+    if args.compare:
+        label, _, path = args.compare.partition("=")
+        comparison = compare(summary, json.loads(Path(path).read_text()))
+        (out / "compare.json").write_text(json.dumps({"label": label, "keys": comparison}, indent=1) + "\n")
+        (out / "compare.md").write_text(compare_markdown(comparison, label))
+        print(f"wrote {out / 'compare.md'}")
 
 
 if __name__ == "__main__":

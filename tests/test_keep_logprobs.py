@@ -41,7 +41,8 @@ def pool(tiny_lm_factory, tmp_path_factory):
     data["models"]["teacher"]["path"] = lm
     data["data"]["train"]["path"] = str(tmp / "train.jsonl")
     data["select"]["candidates"] |= {"n_questions": 6, "num_samples": 3, "temperature": 0.8, "max_new_tokens": 24,
-                                     "batch_size": 4, "only_correct": False, "keep_logprobs": True}
+                                     "batch_size": 4, "only_correct": False, "keep_logprobs": True,
+                                     "temperatures": None}
     params = parse_params(data)
     teacher = role_ref(params, "teacher", lm)
     candidates(params, teacher, str(tmp / "cands.jsonl"), str(tmp / "cands.json"))
@@ -103,3 +104,27 @@ def test_another_model_never_reads_the_teachers_log_probs(pool):
     moved = _without_logprobs(tmp / "cands.jsonl", tmp / "moved.jsonl", model="somewhere/else")
     out = score(params, other, "student", moved, str(tmp / "sents.parquet"), str(tmp / "other"))
     assert "reused_sampling_logprobs" not in out
+
+
+def test_mixed_temperature_pool_is_each_temperature_sampled_alone(pool, tmp_path):
+    """select.candidates.temperatures: the first temperature's candidates are exactly a plain run at it (same seed),
+    the others follow as candidates 2, 3 of the same question, each row naming its temperature."""
+    params, teacher, _ = pool
+    spec = params.select.candidates
+    mixed = params.model_copy(update={"select": params.select.model_copy(update={"candidates": spec.model_copy(
+        update={"num_samples": 4, "temperatures": [0.5, 1.5]})})})
+    plain = params.model_copy(update={"select": params.select.model_copy(update={"candidates": spec.model_copy(
+        update={"num_samples": 2, "temperature": 0.5})})})
+    report = candidates(mixed, teacher, str(tmp_path / "mixed.jsonl"), str(tmp_path / "mixed.json"))
+    candidates(plain, teacher, str(tmp_path / "plain.jsonl"), str(tmp_path / "plain.json"))
+    rows = [json.loads(line) for line in (tmp_path / "mixed.jsonl").read_text().splitlines()]
+    ref = {r["response_id"]: r for r in map(json.loads, (tmp_path / "plain.jsonl").read_text().splitlines())}
+    assert len(rows) == 24 and report["kept_by_temperature"] == {"0.5": 12, "1.5": 12}
+    assert [r["sample_idx"] for r in rows[:4]] == [0, 1, 2, 3] and rows[0]["question_id"] == rows[3]["question_id"]
+    for r in rows:
+        assert r["response_id"] == f"candidates/{r['question_id']}/{r['sample_idx']}"
+        assert r["temperature"] == (0.5 if r["sample_idx"] < 2 else 1.5)
+        if r["sample_idx"] < 2:
+            assert r["token_ids"] == ref[r["response_id"]]["token_ids"]
+    # the hotter half is a different draw
+    assert any(r["token_ids"] != rows[i - 2]["token_ids"] for i, r in enumerate(rows) if r["sample_idx"] >= 2)

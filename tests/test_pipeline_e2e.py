@@ -27,7 +27,10 @@ MICRO = {
     "generate": {"num_samples": 2, "max_new_tokens": 48},
     "correlate": {"min_responses": 1},
     # two arms that read different features, two seeds: 4 runs
-    "select": {"candidates": {"n_questions": 6, "num_samples": 2, "max_new_tokens": 48, "only_correct": False},
+    # a mixed-temperature pool (one candidate at each temperature), the runs' own tiny training budget
+    "select": {"candidates": {"n_questions": 6, "num_samples": 2, "max_new_tokens": 48, "only_correct": False,
+                              "temperatures": [0.7, 1.3]},
+               "train": {"max_steps": 4, "batch_size": 8},
                "arms": ["teacher_count", "rsr"], "seeds": [0, 1]},
 }
 
@@ -157,6 +160,9 @@ def test_selection_experiment_fills_its_reports(micro_repo):
             cell = metrics["accuracy"][bench][arm]
             assert 0.0 <= cell["mean"] <= 1.0 and cell["n_seeds"] == 2
     assert metrics["candidates"]["n_sampled"] == 12
+    assert set(metrics["candidates"]["kept_by_temperature"]) == {"0.7", "1.3"}
+    assert set(metrics["candidates"]["pool"]["by_temperature"]) <= {"0.7", "1.3"}
+    assert set(metrics["untrained"]) == {"toy_easy", "toy_hard", "avg"}
     table = (repo / "reports" / "selection" / "table1.md").read_text()
     assert "`teacher_count`" in table and "`rsr`" in table and "toy_hard" in table
     assert (repo / "reports" / "selection" / "accuracy.png").stat().st_size > 1000

@@ -66,3 +66,32 @@ def summary_markdown(summary: dict[str, dict], seeds: list[int]) -> str:
         sd = "" if s["sd"] is None else f" ± {s['sd']:.3f}"
         lines.append(f"| `{key}` | {cell(s['mean'])}{sd} | {cell(s['min'])} | {cell(s['max'])} |")
     return "\n".join(lines) + "\n"
+
+
+def compare(summary: dict[str, dict], other: dict, k: float = 2.0) -> dict[str, dict]:
+    """Does another run (``other``: its metrics.json, e.g. from another CPU) land inside the seeds' spread?
+
+    Per headline key: its value, the band ``mean ± k·sd`` over the seeds, and ``inside``: whether the value is in the
+    band widened to the seeds' own [min, max] (with 3 seeds the sd is rough, so the observed range also counts)."""
+    values = headline(other)
+    out = {}
+    for key, s in summary.items():
+        v = values.get(key)
+        if v is None or s["mean"] is None or s["sd"] is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        lo = min(s["mean"] - k * s["sd"], s["min"])
+        hi = max(s["mean"] + k * s["sd"], s["max"])
+        out[key] = {"value": float(v), "lo": lo, "hi": hi, "inside": bool(lo <= v <= hi)}
+    return out
+
+
+def compare_markdown(comparison: dict[str, dict], label: str, k: float = 2.0) -> str:
+    """The comparison as a table, with the count of keys inside the band first."""
+    keys = [key for key in comparison if not key.startswith(("r_ci_low/", "r_ci_high/"))]
+    inside = sum(comparison[key]["inside"] for key in keys)
+    lines = [f"{label}: {inside} of {len(keys)} headline numbers inside the seeds' band (mean ± {k:g} sd, widened to "
+             "the seeds' range).", "", "| metric | value | band | inside |", "|---|---:|---:|---|"]
+    for key in keys:
+        c = comparison[key]
+        lines.append(f"| `{key}` | {c['value']:.3f} | [{c['lo']:.3f}, {c['hi']:.3f}] | {'yes' if c['inside'] else 'NO'} |")
+    return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 
 import rdpt.generation.sample
 import rdpt.models
@@ -187,10 +188,20 @@ def teacher_samples(params: Params, ref: ModelRef, questions: list[Question], sp
 
     With ``only_correct``, only finished responses whose answer is right are kept (rejection sampling).
     """
-    sampling = SamplingParams(**{k: getattr(spec, k) for k in SamplingParams.model_fields})
+    def sampling_of(section) -> SamplingParams:
+        return SamplingParams(**{k: getattr(section, k) for k in SamplingParams.model_fields})
+
+    # A mixed-temperature pool (select.candidates.temperatures) samples one set per temperature, each with its own
+    # seed, under one journal; the rows are then renumbered as K candidates of one question.
+    pools = spec.at_temperatures() if hasattr(spec, "at_temperatures") else [(spec.temperature, spec)]
+    names = [benchmark if len(pools) == 1 else f"{benchmark}@T{t:g}" for t, _ in pools]
+    system = getattr(params.data.train, "system_prompt", None)
     rows, kind, journal, n_skipped = _journaled_sampling(
-        params, ref, "teacher", stage, stage, sampling, {benchmark: questions}, {benchmark: params.data.train.path},
-        {benchmark: params.seed}, journal_dir, out, {benchmark: getattr(params.data.train, "system_prompt", None)})
+        params, ref, "teacher", stage, stage, sampling_of(pools[0][1]), {n: questions for n in names},
+        {n: params.data.train.path for n in names}, {n: params.seed + 1000 * i for i, n in enumerate(names)},
+        journal_dir, out, {n: system for n in names}, {n: sampling_of(sub) for n, (_, sub) in zip(names, pools)})
+    if len(pools) > 1:
+        rows = _one_pool(rows, benchmark, {n: t for n, (t, _) in zip(names, pools)}, pools[0][1].num_samples)
     n_total = len(rows)
     n_length = sum(r["finish_reason"] == "length" for r in rows)
     if spec.only_correct:
@@ -203,7 +214,25 @@ def teacher_samples(params: Params, ref: ModelRef, questions: list[Question], sp
     journal.complete()
     stats = {"n_questions": len(questions), "n_sampled": n_total, "n_truncated": n_length, "n_kept": len(rows),
              "engine": kind}
+    if len(pools) > 1:  # how rejection sampling thinned each temperature
+        kept = Counter(r["temperature"] for r in rows)
+        stats["kept_by_temperature"] = {f"{t:g}": kept[t] for t, _ in pools}
     return stats | ({"n_skipped_too_long": n_skipped} if n_skipped else {})
+
+
+def _one_pool(rows: list[dict], benchmark: str, temperature: dict[str, float], per: int) -> list[dict]:
+    """Rows sampled per temperature set -> one set: sample k of temperature i becomes candidate i * per + k of its
+    question (``<benchmark>/<question_id>/<idx>``), ordered by question then index, with its ``temperature``."""
+    order = list(temperature)
+    out = []
+    for r in rows:
+        idx = order.index(r["benchmark"]) * per + int(r["sample_idx"])
+        out.append(r | {"benchmark": benchmark, "sample_idx": idx, "temperature": temperature[r["benchmark"]],
+                        "response_id": f"{benchmark}/{r['question_id']}/{idx}"})
+    position = {}
+    for r in out:
+        position.setdefault(r["question_id"], len(position))
+    return sorted(out, key=lambda r: (position[r["question_id"]], r["sample_idx"]))
 
 
 def teach(params: Params, ref: ModelRef, out: str, journal_dir: str | None = None) -> dict:

@@ -222,6 +222,9 @@ class CandidatesParams(SamplingParams):
         "teacher = sample num_samples (K) responses per question of data.train; dataset = read `dataset`."))
     n_questions: int | None = Field(None, ge=1, description="teacher source: first N questions of data.train.")
     only_correct: bool = Field(True, description="Keep only finished candidates whose answer is right.")
+    temperatures: list[float] | None = Field(None, description=(
+        "teacher source: a mixed-temperature pool, num_samples / len(temperatures) candidates per question at each "
+        "temperature (replaces `temperature`; each row records its own); null = all at `temperature`."))
     dataset: CandidateDataset | None = None
 
     @model_validator(mode="after")
@@ -230,11 +233,33 @@ class CandidatesParams(SamplingParams):
             raise ValueError("source 'dataset' needs select.candidates.dataset")
         return self
 
+    @model_validator(mode="after")
+    def _temperatures_split_samples(self) -> "CandidatesParams":
+        temps = self.temperatures
+        if temps is None:
+            return self
+        if not temps or len(set(temps)) != len(temps) or min(temps) <= 0:
+            raise PydanticCustomError("temperatures", "temperatures must be distinct and > 0 (got {t})", {"t": temps})
+        if self.num_samples % len(temps):
+            raise PydanticCustomError("temperatures", "num_samples ({n}) must be a multiple of the number of "
+                                      "temperatures ({m})", {"n": self.num_samples, "m": len(temps)})
+        return self
+
+    def at_temperatures(self) -> list[tuple[float, "CandidatesParams"]]:
+        """(temperature, the sampling spec used at it): one entry, or one per mixed-pool temperature."""
+        if self.temperatures is None:
+            return [(self.temperature, self)]
+        per = self.num_samples // len(self.temperatures)
+        return [(t, self.model_copy(update={"temperature": t, "num_samples": per, "temperatures": None}))
+                for t in self.temperatures]
+
 
 class SelectParams(Section):
     """Teacher-guided data selection: one candidate per question per arm, a student fine-tuned per arm x seed."""
 
     candidates: CandidatesParams = CandidatesParams(num_samples=4)
+    train: TrainParams = Field(TrainParams(), description=(
+        "The selection runs' own fine-tuning budget (distill's trainer; `distill` trains the traced model)."))
     beta: float = Field(0.1, ge=0, le=1, description="Teacher if pT - pS > beta (per candidate sentence).")
     arms: list[str] = Field(
         default_factory=lambda: ["teacher_count", "random", "grape", "longest", "teacher_ratio", "min_teacher_count",

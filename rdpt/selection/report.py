@@ -48,9 +48,11 @@ def mean_ci(values) -> dict[str, float]:
     return {"mean": mean, "ci95": half, "n": n}
 
 
-def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmarks: list[str]) -> pd.DataFrame:
+def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmarks: list[str],
+              per_question: list | None = None) -> pd.DataFrame:
     """Every run's evaluation: columns arm, seed, benchmark (incl. "avg"), accuracy (avg@k), k, pass_at_k (at
-    that k), truncation_rate, n_responses. The "avg" row averages the benchmarks (k = 0 when their k differ)."""
+    that k), truncation_rate, n_responses. The "avg" row averages the benchmarks (k = 0 when their k differ).
+    ``per_question``, when given, receives one frame per run: arm, seed, benchmark, question_id, accuracy."""
     rows = []
     for arm in arms:
         for seed in seeds:
@@ -64,6 +66,9 @@ def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmark
             missing = sorted(set(benchmarks) - set(df["benchmark"]))
             if missing:
                 raise RdptError(f"{path}: no response for benchmark {missing[0]!r} (rerun select_run)")
+            if per_question is not None:
+                acc = df.astype({"question_id": str}).groupby(["benchmark", "question_id"])["correct"].mean()
+                per_question.append(acc.rename("accuracy").reset_index().assign(arm=arm, seed=seed))
             per_bench = []
             for bench in benchmarks:
                 ev = eval_summary(df[df["benchmark"] == bench].astype({"question_id": str}))
@@ -84,6 +89,7 @@ def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmark
 def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per arm x benchmark: mean, ci95, n_seeds, and the paired delta vs random (delta, delta_ci95)."""
     out = []
+    paired_avg: dict[str, list[float]] = {}
     has_baseline = BASELINE in set(runs["arm"])
     for (arm, bench), g in runs.groupby(["arm", "benchmark"], sort=False):
         row = {"arm": arm, "benchmark": bench, **{k: v for k, v in mean_ci(g["accuracy"]).items() if k != "n"},
@@ -96,26 +102,107 @@ def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
             paired = g.set_index("seed")["accuracy"] - base.reindex(g["seed"]).to_numpy()
             d = mean_ci(paired.dropna())
             row |= {"delta": d["mean"], "delta_ci95": d["ci95"]}
+            if bench == AVG and arm != BASELINE:  # the power estimate's input
+                paired_avg[arm] = paired.dropna().to_list()
         else:
             row |= {"delta": float("nan"), "delta_ci95": float("nan")}
         out.append(row)
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    table.attrs["paired_avg"] = paired_avg
+    return table
 
 
-def metrics(table: pd.DataFrame, summary: dict, candidates: dict) -> dict:
-    """Stable keys for `dvc exp show` / `dvc metrics diff`: accuracy.<benchmark>.<arm>.{mean,ci95,delta,...}."""
+def add_pooled(table: pd.DataFrame, pooled: dict[str, dict]) -> pd.DataFrame:
+    """Columns pooled_lo / pooled_hi / pooled_ci95 (half-width): the two-stage bootstrap CI of the paired Δ."""
+    table = table.copy()
+    for col, key in (("pooled_lo", "lo"), ("pooled_hi", "hi"), ("pooled_ci95", "half_width")):
+        table[col] = [pooled.get(a, {}).get(b, {}).get(key, float("nan"))
+                      for a, b in zip(table["arm"], table["benchmark"])]
+    return table
+
+
+def pooled_delta(questions: pd.DataFrame, arm: str, n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Paired Δ (arm − random) per benchmark and "avg", with a two-stage bootstrap 95% CI.
+
+    Each resample draws seeds with replacement (training noise), then, within each drawn seed, questions with
+    replacement (evaluation noise), the same question indices for both arms (paired). Unlike the t-interval over
+    seeds it uses every question's outcome, so it narrows with more test questions as well as more seeds; with few
+    seeds it rests on those seeds' spread (3 seeds: 10 distinct seed multisets), so read it with the t-interval.
+    ``questions``: arm, seed, benchmark, question_id, accuracy (one row per run x question).
+    """
+    both = questions[questions["arm"].isin([arm, BASELINE])]
+    wide = both.pivot_table(index=["benchmark", "seed", "question_id"], columns="arm", values="accuracy")
+    if arm == BASELINE or wide.empty:
+        return {}
+    diff = (wide[arm] - wide[BASELINE]).dropna()
+    rng = np.random.default_rng(seed)
+    seeds = sorted(diff.index.get_level_values("seed").unique())
+    benches = list(dict.fromkeys(diff.index.get_level_values("benchmark")))
+    cells = {(b, s): diff.loc[(b, s)].to_numpy() for b in benches for s in seeds}
+    point = {b: float(np.mean([cells[(b, s)].mean() for s in seeds])) for b in benches}
+    draws = np.empty((n_boot, len(benches)))
+    for i in range(n_boot):
+        picked = rng.choice(seeds, size=len(seeds), replace=True)
+        for j, b in enumerate(benches):
+            draws[i, j] = np.mean([rng.choice(cells[(b, s)], size=len(cells[(b, s)])).mean() for s in picked])
+    out = {}
+    for j, b in enumerate([*benches, AVG]):
+        values = draws[:, j] if b != AVG else draws.mean(axis=1)
+        est = point[b] if b != AVG else float(np.mean(list(point.values())))
+        lo, hi = np.percentile(values, [2.5, 97.5])
+        out[b] = {"delta": est, "lo": float(lo), "hi": float(hi), "half_width": float(hi - lo) / 2,
+                  "se": float(values.std(ddof=1))}
+    return out
+
+
+def power(table: pd.DataFrame, pooled: dict[str, dict], target: float = 0.02) -> dict:
+    """How precise the paired Δ avg vs random is, and what it would take to reach ``target`` (half-width).
+
+    ``sd_seed``: the spread over seeds of one arm's per-seed paired Δ avg, pooled over arms (it holds training and
+    evaluation noise). From it: the t-interval half-width at this many seeds, the seeds a t-interval needs for
+    ``target``, and the smallest true Δ detected with 80% power (two-sided 5% t-test over seeds). ``pooled_*``: the
+    same from the two-stage bootstrap's standard error (``1.96 se`` and ``2.8 se``).
+    """
+    per_seed = table.attrs.get("paired_avg", {})
+    sds = [np.std(v, ddof=1) for v in per_seed.values() if len(v) > 1]
+    n = max((len(v) for v in per_seed.values()), default=0)
+    if not sds or n < 2:
+        return {}
+    sd = float(np.sqrt(np.mean(np.square(sds))))
+    need = next((k for k in range(2, 1000) if stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k) <= target), None)
+    mde = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / np.sqrt(n)
+    ses = [p[AVG]["se"] for p in pooled.values() if AVG in p]
+    se = float(np.mean(ses)) if ses else float("nan")
+    return {"n_seeds": n, "sd_seed": sd, "t_half_width": float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)),
+            "seeds_for_target": need, "mde_80": float(mde), "target_half_width": target,
+            "pooled_se": se, "pooled_half_width": 1.96 * se, "pooled_mde_80": 2.8 * se}
+
+
+def metrics(table: pd.DataFrame, summary: dict, candidates: dict, extra: dict | None = None) -> dict:
+    """Stable keys for `dvc exp show` / `dvc metrics diff`: accuracy.<benchmark>.<arm>.{mean,ci95,delta,...};
+    ``extra`` (power, untrained) is merged at the top level."""
     acc: dict = {}
     for r in table.itertuples():
         acc.setdefault(r.benchmark, {})[r.arm] = {
             "mean": round(r.mean, 4), "ci95": _r(r.ci95), "delta_vs_random": _r(r.delta),
             "delta_ci95": _r(r.delta_ci95), "n_seeds": int(r.n_seeds)} | ({
+                "delta_pooled_ci95": _r(getattr(r, "pooled_ci95")), "delta_pooled_lo": _r(getattr(r, "pooled_lo")),
+                "delta_pooled_hi": _r(getattr(r, "pooled_hi"))} if "pooled_ci95" in table.columns else {}) | ({
                 "k": int(r.k), "pass_at_k": _r(r.pass_at_k), "truncation_rate": _r(r.truncation_rate)}
                 if "pass_at_k" in table.columns else {})
     selection = {arm: {k: _r(v) if isinstance(v, float) else v for k, v in s.items() if k != "doc"}
                  for arm, s in summary["arms"].items()}
     return {"accuracy": acc, "selection": selection,
             "candidates": {**candidates, "n_candidates_scored": summary["n_candidates"],
-                           "n_dropped_no_sentence": summary["n_dropped_no_sentence"], "beta": summary["beta"]}}
+                           "n_dropped_no_sentence": summary["n_dropped_no_sentence"], "beta": summary["beta"],
+                           **({"pool": summary["pool"]} if "pool" in summary else {})},
+            **_rounded(extra or {})}
+
+
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return _r(value) if isinstance(value, float) else value
 
 
 def _r(value, digits: int = 4):
@@ -135,18 +222,42 @@ def _delta(delta: float, ci: float) -> str:
     return text if not np.isfinite(ci) else f"{text} ± {ci * 100:.1f}"
 
 
-def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str]) -> str:
-    """The paper's Table 1 shape: strategy x benchmark accuracy (%), average, paired delta vs random."""
+def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str],
+                    untrained: dict[str, float] | None = None, power_info: dict | None = None) -> str:
+    """The paper's Table 1 shape: strategy x benchmark accuracy (%), average, paired delta vs random (t-interval
+    over seeds, and the seeds x questions bootstrap interval), the untrained student as a reference row."""
     t = table.set_index(["arm", "benchmark"])
     n = int(t["n_seeds"].max())
-    head = ["strategy", *benchmarks, "avg", "Δ avg vs random"]
-    lines = [f"Accuracy (%) of the student fine-tuned on each selection: mean ± 95% CI over {n} seeds; "
-             "Δ = paired difference to `random` (same seed).", "",
+    pooled = "pooled_ci95" in t.columns
+    head = ["strategy", *benchmarks, "avg", "Δ avg vs random (t, seeds)"] + (["Δ avg 95% CI (bootstrap)"] if pooled
+                                                                             else [])
+    lines = [f"Accuracy (%) of the student fine-tuned on each selection: mean ± 95% t-interval over {n} seeds; "
+             "Δ = paired difference to `random` (same seed), with its t-interval over seeds and a two-stage "
+             "(seeds, then questions) bootstrap interval.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
     for arm in arms:
         cells = [_cell(t.at[(arm, b), "mean"], t.at[(arm, b), "ci95"]) for b in [*benchmarks, AVG]]
-        delta = _delta(t.at[(arm, AVG), "delta"], t.at[(arm, AVG), "delta_ci95"])
-        lines.append(f"| `{arm}` | " + " | ".join(cells) + f" | {delta} |")
+        cells.append(_delta(t.at[(arm, AVG), "delta"], t.at[(arm, AVG), "delta_ci95"]))
+        if pooled:
+            lo, hi = t.at[(arm, AVG), "pooled_lo"], t.at[(arm, AVG), "pooled_hi"]
+            cells.append("–" if not np.isfinite(lo) else f"[{lo * 100:+.1f}, {hi * 100:+.1f}]")
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+    if untrained:
+        cells = [f"{untrained[b] * 100:.1f}" for b in [*benchmarks, AVG]] + ["–"] * (len(head) - len(benchmarks) - 2)
+        lines.append("| untrained student | " + " | ".join(cells) + " |")
+        if BASELINE in arms:
+            gain = t.at[(BASELINE, AVG), "mean"] - untrained[AVG]
+            lines += ["", f"`random` beats the untrained student by {gain * 100:+.1f} points avg (the untrained row is "
+                      "the `generate` stage's student responses: same benchmarks, samples and grading)."]
+    if power_info:
+        p = power_info
+        need = p["seeds_for_target"]
+        lines += ["", f"Precision of Δ avg: per-seed paired Δ spread sd = {p['sd_seed'] * 100:.2f} points (pooled "
+                  f"over arms); t-interval half-width at {p['n_seeds']} seeds {p['t_half_width'] * 100:.2f}, "
+                  f"bootstrap half-width {p['pooled_half_width'] * 100:.2f}. A t-interval of ±"
+                  f"{p['target_half_width'] * 100:.0f} needs {need if need else '> 1000'} seeds; smallest Δ detected "
+                  f"with 80% power: {p['mde_80'] * 100:.1f} points (t over seeds), {p['pooled_mde_80'] * 100:.1f} "
+                  "(bootstrap SE)."]
     if "pass_at_k" in t.columns:
         lines += ["", _protocol_markdown(t, arms, benchmarks)]
     return "\n".join(lines) + "\n"
@@ -194,12 +305,13 @@ def beta_markdown(table: pd.DataFrame, summary: dict, arms: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(table: pd.DataFrame, summary: dict, select_params, out_dir: Path) -> None:
+def write_tables(table: pd.DataFrame, summary: dict, select_params, out_dir: Path,
+                 untrained: dict[str, float] | None = None, power_info: dict | None = None) -> None:
     """table1.md (strategies without a beta override), ablation.md, beta.md, and accuracy.csv."""
     arms = list(select_params.arms)
     benchmarks = [b for b in table["benchmark"].unique() if b != AVG]
     plain = [a for a in arms if parse_arm(a)[1] is None]
-    (out_dir / "table1.md").write_text(table1_markdown(table, plain, benchmarks))
+    (out_dir / "table1.md").write_text(table1_markdown(table, plain, benchmarks, untrained, power_info))
     (out_dir / "ablation.md").write_text(ablation_markdown(table, summary, [a for a in ABLATION if a in plain]))
     betas = [a for a in arms if parse_arm(a)[0] == "teacher_count"]
     (out_dir / "beta.md").write_text(beta_markdown(table, summary, betas))
@@ -229,20 +341,45 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     save_figure(fig, path)
 
 
+def untrained_accuracy(graded_path: str | Path, role: str, benchmarks: list[str]) -> dict[str, float]:
+    """The original student's avg@k per benchmark (and "avg") from the graded `generate` responses."""
+    from rdpt.io.artifacts import read_table
+
+    graded = read_table(graded_path, "graded")
+    mine = graded[graded["model"] == role]
+    missing = [b for b in benchmarks if b not in set(mine["benchmark"])]
+    if missing:
+        raise RdptError(f"{graded_path}: no graded {role} response for benchmark {missing[0]!r}")
+    acc = {b: float(mine[mine["benchmark"] == b]["correct"].mean()) for b in benchmarks}
+    return acc | {AVG: float(np.mean(list(acc.values())))}
+
+
 def select_report(params: Params, selections_dir: str, runs_dir: str, candidates_report: str,
-                  reports_dir: str, metrics_out: str) -> dict:
+                  reports_dir: str, metrics_out: str, untrained_path: str | None = None) -> dict:
     """The select_report stage: accuracy per arm x benchmark (mean and 95% CI over seeds, paired delta vs random),
     Table 1, the metric ablation and the beta sweep::
 
         python stages/select_report.py --selections data/select/selections --runs data/select/runs \
-            --candidates-report data/select/candidates.json --out reports/selection --metrics reports/selection.json
+            --candidates-report data/select/candidates.json --out reports/selection --metrics reports/selection.json \
+            --untrained data/graded.parquet
     """
     summary = read_json(Path(selections_dir) / "summary.json")
-    runs = load_runs(runs_dir, params.select.arms, params.select.seeds, list(params.data.benchmarks))
+    benchmarks = list(params.data.benchmarks)
+    frames: list[pd.DataFrame] = []
+    runs = load_runs(runs_dir, params.select.arms, params.select.seeds, benchmarks, per_question=frames)
     table = accuracy_table(runs)
-    out = metrics(table, summary, read_json(candidates_report))
+    questions = pd.concat(frames, ignore_index=True)
+    pooled = {arm: pooled_delta(questions, arm) for arm in params.select.arms if BASELINE in params.select.arms}
+    table = add_pooled(table, pooled)
+    power_info = power(table, pooled)
+    untrained = untrained_accuracy(untrained_path, "student", benchmarks) if untrained_path else None
+    extra = {"power": power_info} | ({"untrained": untrained} if untrained else {})
+    if untrained and BASELINE in params.select.arms:
+        extra["random_minus_untrained"] = float(table.set_index(["arm", "benchmark"]).at[(BASELINE, AVG), "mean"]
+                                                - untrained[AVG])
+    out = metrics(table, summary, read_json(candidates_report), extra)
     with atomic_dir(reports_dir) as tmp:
-        write_tables(table, summary, params.select, tmp)
+        write_tables(table, summary, params.select, tmp, untrained, power_info)
         plot_accuracy(table, tmp / "accuracy.png")
     write_json(metrics_out, out)
     return out

@@ -1,5 +1,5 @@
-"""The select_run stage: the original student fine-tuned on one selection (``distill``'s trainer and params),
-then evaluated on every benchmark with ``generate``'s sampling settings and math-verify::
+"""The select_run stage: the original student fine-tuned on one selection (``distill``'s trainer with the
+``select.train`` budget), then evaluated on every benchmark with ``generate``'s sampling settings and math-verify::
 
     python stages/select_run.py --student data/toy/models/student \\
         --selection data/select/selections/random/seed0.jsonl --seed 0 --out data/select/runs/random/seed0
@@ -30,7 +30,7 @@ def select_run(params: Params, student: ModelRef, selection_path: str, seed: int
     run_name = f"{Path(out_dir).parent.name}/seed{seed}"
     with atomic_dir(out_dir) as tmp:
         # Trained (in this process or under accelerate launch) and saved: every engine samples from the folder.
-        stats = fine_tune(params, student, rows, seed=seed, out_dir=tmp / "model")
+        stats = fine_tune(params, student, rows, seed=seed, out_dir=tmp / "model", section="select.train")
         # the student's template and prompt settings; its config overrides are saved in the model's config
         trained = ModelRef(str(tmp / "model"), chat_template=student.chat_template,
                            system_prompt=student.system_prompt, chat_template_kwargs=student.chat_template_kwargs,

@@ -48,10 +48,12 @@ def select_data(params: Params, candidates_path: str, sentences_path: str, score
     reference = features(params.select.beta)
     # the system prompt a candidate was sampled under travels with it: select_run trains with it, as distill does
     fields = list(SCHEMAS["generations"]) + [c for c in ("source", "system_prompt") if c in cands.columns]
+    temperature = with_sentences.set_index("response_id")["temperature"] if "temperature" in cands.columns else None
     rows_of = with_sentences[fields].set_index("response_id", drop=False)
     summary: dict = {"beta": params.select.beta, "n_candidates": int(len(with_sentences)),
                      "n_dropped_no_sentence": int(n_dropped),
                      "n_questions": int(with_sentences["question_id"].nunique()), "arms": {}}
+    summary["pool"] = pool_stats(reference, with_sentences)
     if aggregate != "mean":  # recorded when not the default (a default summary stays as it was)
         summary["aggregate"] = aggregate
     # every selection file appears together with the summary and its chat export, or none
@@ -73,10 +75,32 @@ def select_data(params: Params, candidates_path: str, sentences_path: str, score
                     write_chat(chat / arm / f"seed{seed}.jsonl", records, params.models.student.system_prompt)
                 # Statistics at the common beta, so arms compare on one scale.
                 common = selection_stats(reference.set_index("response_id").loc[ids].reset_index())
-                per_seed.append(common | {"mean_teacher_count_own_beta": selection_stats(chosen)["mean_teacher_count"]})
+                per_seed.append(common | {"mean_teacher_count_own_beta": selection_stats(chosen)["mean_teacher_count"]}
+                                | ({"mean_temperature": float(temperature.loc[ids].mean())}
+                                   if temperature is not None else {}))
             stats = pd.DataFrame(per_seed).mean().to_dict()
             summary["arms"][arm] = {"strategy": strategy, "beta": beta, "doc": STRATEGIES[strategy].doc,
                                     **{k: float(v) for k, v in stats.items()}}
         write_json(tmp / "summary.json", summary)
         write_table(tmp / "features.parquet", reference, "candidate_features")
     return summary
+
+
+def pool_stats(features: pd.DataFrame, cands: pd.DataFrame) -> dict:
+    """How much the candidates of one question differ in Teacher content (at the common beta): over questions with
+    two or more candidates, the mean range and sd of their Teacher counts and ratios, and the share of questions
+    whose candidates do not all have the same count. With a mixed-temperature pool, the mean per temperature."""
+    multi = features.groupby("question_id").filter(lambda g: len(g) > 1).groupby("question_id")
+    count_range = multi["n_teacher"].max() - multi["n_teacher"].min()
+    out = {"n_questions_multi": int(multi.ngroups),
+           "teacher_count_range": float(count_range.mean()) if len(count_range) else float("nan"),
+           "teacher_count_sd": float(multi["n_teacher"].std().mean()) if len(count_range) else float("nan"),
+           "teacher_ratio_range": float((multi["teacher_ratio"].max() - multi["teacher_ratio"].min()).mean())
+           if len(count_range) else float("nan"),
+           "share_questions_differ": float((count_range > 0).mean()) if len(count_range) else float("nan")}
+    if "temperature" in cands.columns:
+        with_t = features.merge(cands[["response_id", "temperature"]], on="response_id")
+        by_t = with_t.groupby("temperature")
+        out["by_temperature"] = {f"{t:g}": {"n": int(len(g)), "teacher_count": float(g["n_teacher"].mean()),
+                                            "teacher_ratio": float(g["teacher_ratio"].mean())} for t, g in by_t}
+    return out

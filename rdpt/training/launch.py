@@ -44,8 +44,11 @@ from rdpt.training.sft import sft
 log = logging.getLogger(__name__)
 
 
-def fine_tune(params, student: ModelRef, rows, *, seed: int, out_dir: str | Path) -> dict:
+def fine_tune(params, student: ModelRef, rows, *, seed: int, out_dir: str | Path, section: str = "distill") -> dict:
     """Fine-tune ``student`` (its resolved reference) on ``rows`` (columns question, text); save it into ``out_dir``.
+
+    ``section`` names the training budget (a :class:`~rdpt.params.stages.TrainParams` in ``params``): ``distill`` for
+    the distill stage, ``select.train`` for the selection runs.
 
     Returns :func:`rdpt.training.sft.sft`'s stats plus ``"launch"``: how it ran. On failure ``out_dir`` is left as
     it was (absent if it was absent) and the scratch folder is removed.
@@ -72,9 +75,9 @@ def fine_tune(params, student: ModelRef, rows, *, seed: int, out_dir: str | Path
             mp = launch.mixed_precision
             with patch_environment(ACCELERATE_MIXED_PRECISION=mp) if mp else nullcontext():
                 stats = train(params, student, pairs, seed=seed, save_dir=scratch / "model",
-                              trainer_dir=scratch / "trainer")
+                              trainer_dir=scratch / "trainer", section=section)
         else:
-            stats = _launched(params, student, pairs, seed, scratch)
+            stats = _launched(params, student, pairs, seed, scratch, section)
         _publish(scratch / "model", out_dir)
     except BaseException:
         if not existed:
@@ -85,7 +88,8 @@ def fine_tune(params, student: ModelRef, rows, *, seed: int, out_dir: str | Path
     return {**stats, "launch": info}
 
 
-def train(params, ref: ModelRef, pairs: list, *, seed: int, save_dir: Path, trainer_dir: Path) -> dict:
+def train(params, ref: ModelRef, pairs: list, *, seed: int, save_dir: Path, trainer_dir: Path,
+          section: str = "distill") -> dict:
     """Load the student, train it on (question, response[, system prompt]) pairs and save it: one process's share
     of the work. Prompts follow the student's ``think`` rule (:func:`rdpt.models.prompt_for_response`): an R1-style
     template's ``<think>\\n`` is not doubled by a teacher trace that starts with ``<think>``."""
@@ -100,8 +104,16 @@ def train(params, ref: ModelRef, pairs: list, *, seed: int, save_dir: Path, trai
     for q, t, *system in pairs:
         prompt = render_prompt(tokenizer, q, system[0] if system else None)
         examples.append({"prompt": prompt_for_response(tokenizer, prompt, t), "response": t})
-    return sft(model, tokenizer, examples, params.distill, output_dir=str(trainer_dir), seed=seed,
+    return sft(model, tokenizer, examples, train_section(params, section), output_dir=str(trainer_dir), seed=seed,
                save_dir=str(save_dir))
+
+
+def train_section(params, section: str):
+    """The TrainParams a dotted name points at (``distill``, ``select.train``)."""
+    value = params
+    for part in section.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def launch_command(params, spec_path: str | Path) -> list[str]:
@@ -131,14 +143,14 @@ def launch_command(params, spec_path: str | Path) -> list[str]:
     return cmd + ["-m", "rdpt.training.launch", str(spec_path)]
 
 
-def _launched(params, student: ModelRef, pairs: list, seed: int, scratch: Path) -> dict:
+def _launched(params, student: ModelRef, pairs: list, seed: int, scratch: Path, section: str) -> dict:
     spec_path, stats_path = scratch / "spec.json", scratch / "stats.json"
     rows_path = scratch / "rows.jsonl"
     with open(rows_path, "w") as fh:
         fh.writelines(json.dumps(pair) + "\n" for pair in pairs)
     spec = {"params": params.model_dump(mode="json"), "student": dataclasses.asdict(student), "rows": str(rows_path),
             "seed": seed, "save_dir": str(scratch / "model"), "trainer_dir": str(scratch / "trainer"),
-            "stats": str(stats_path)}
+            "stats": str(stats_path), "section": section}
     spec_path.write_text(json.dumps(spec, indent=2) + "\n")
     cmd = launch_command(params, spec_path)
 
@@ -244,7 +256,7 @@ def _worker(spec_path: str) -> None:
     with open(spec["rows"]) as fh:
         pairs = [json.loads(line) for line in fh]
     stats = train(params, ModelRef(**spec["student"]), pairs, seed=spec["seed"], save_dir=Path(spec["save_dir"]),
-                  trainer_dir=Path(spec["trainer_dir"]))
+                  trainer_dir=Path(spec["trainer_dir"]), section=spec["section"])
     state = PartialState()  # the Trainer's (already initialised) process state
     if state.is_main_process:
         tmp = Path(spec["stats"] + ".tmp")
