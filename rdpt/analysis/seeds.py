@@ -93,5 +93,6 @@ def compare_markdown(comparison: dict[str, dict], label: str, k: float = 2.0) ->
              "the seeds' range).", "", "| metric | value | band | inside |", "|---|---:|---:|---|"]
     for key in keys:
         c = comparison[key]
-        lines.append(f"| `{key}` | {c['value']:.3f} | [{c['lo']:.3f}, {c['hi']:.3f}] | {'yes' if c['inside'] else 'NO'} |")
+        inside = "yes" if c["inside"] else "NO"
+        lines.append(f"| `{key}` | {c['value']:.3f} | [{c['lo']:.3f}, {c['hi']:.3f}] | {inside} |")
     return "\n".join(lines) + "\n"

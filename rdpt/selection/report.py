@@ -186,8 +186,8 @@ def metrics(table: pd.DataFrame, summary: dict, candidates: dict, extra: dict | 
         acc.setdefault(r.benchmark, {})[r.arm] = {
             "mean": round(r.mean, 4), "ci95": _r(r.ci95), "delta_vs_random": _r(r.delta),
             "delta_ci95": _r(r.delta_ci95), "n_seeds": int(r.n_seeds)} | ({
-                "delta_pooled_ci95": _r(getattr(r, "pooled_ci95")), "delta_pooled_lo": _r(getattr(r, "pooled_lo")),
-                "delta_pooled_hi": _r(getattr(r, "pooled_hi"))} if "pooled_ci95" in table.columns else {}) | ({
+                "delta_pooled_ci95": _r(r.pooled_ci95), "delta_pooled_lo": _r(r.pooled_lo),
+                "delta_pooled_hi": _r(r.pooled_hi)} if "pooled_ci95" in table.columns else {}) | ({
                 "k": int(r.k), "pass_at_k": _r(r.pass_at_k), "truncation_rate": _r(r.truncation_rate)}
                 if "pass_at_k" in table.columns else {})
     selection = {arm: {k: _r(v) if isinstance(v, float) else v for k, v in s.items() if k != "doc"}
