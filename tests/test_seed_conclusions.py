@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 from rdpt.analysis.seeds import compare, compare_markdown, headline, summarize
 
@@ -96,3 +97,20 @@ def test_compare_by_hand():
     assert got["accuracy/x/m"] == {"value": 1.25, "lo": 0.8, "hi": 1.2, "inside": False}
     assert "0 of 1 headline numbers inside" in compare_markdown(got, "other CPU")
     assert headline(flat)["accuracy/x/m"] == 1.25
+
+
+
+def test_the_committed_selection_experiment_teaches_and_its_pool_differs():
+    """Issue 15's (a) and (b) on the committed Table 1 (reports/selection.json): `random` students beat the
+    untrained student by >= 20 points avg, the candidates of most questions differ in Teacher count, and the power
+    paragraph's t half-width is what the per-seed spread implies."""
+    sel = json.loads((ROOT / "reports" / "selection.json").read_text())
+    assert sel["random_minus_untrained"] >= 0.20
+    assert sel["accuracy"]["avg"]["random"]["mean"] - sel["untrained"]["avg"] >= 0.20
+    pool = sel["candidates"]["pool"]
+    assert pool["share_questions_differ"] > 0.5 and pool["teacher_count_range"] > 1.0
+    power = sel["power"]
+    n = power["n_seeds"]
+    assert n >= 3
+    expected = stats.t.ppf(0.975, n - 1) * power["sd_seed"] / n ** 0.5
+    assert power["t_half_width"] == pytest.approx(expected, abs=2e-4)
