@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy import stats
+
+from rdpt.selection.report import mean_ci
 
 
 def override(params: dict, dotted: str) -> None:
@@ -50,10 +51,11 @@ def summarise(acc: dict[str, list[float]], untrained: float | None) -> dict:
         if arm == "random":
             continue
         d = np.array(vals) - base
-        sd = float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+        ci = mean_ci(d)  # Table 1's t-interval over seeds
         out.setdefault("delta_vs_random", {})[arm] = {
-            "per_seed": d.round(4).tolist(), "mean": float(d.mean()), "sd": sd,
-            "t_half_width": float(stats.t.ppf(0.975, len(d) - 1) * sd / np.sqrt(len(d))) if len(d) > 1 else None}
+            "per_seed": d.round(4).tolist(), "mean": ci["mean"],
+            "sd": float(d.std(ddof=1)) if len(d) > 1 else float("nan"),
+            "t_half_width": ci["ci95"] if len(d) > 1 else None}
     out["random_sd"] = float(base.std(ddof=1)) if len(base) > 1 else None
     if untrained is not None:
         out["random_minus_untrained"] = float(base.mean() - untrained)

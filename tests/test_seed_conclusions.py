@@ -99,7 +99,6 @@ def test_compare_by_hand():
     assert headline(flat)["accuracy/x/m"] == 1.25
 
 
-
 def test_the_committed_selection_experiment_teaches_and_its_pool_differs():
     """Issue 15's (a) and (b) on the committed Table 1 (reports/selection.json): `random` students beat the
     untrained student by >= 20 points avg, the candidates of most questions differ in Teacher count, and the power

@@ -40,6 +40,7 @@ def test_committed_probes_are_consistent(path):
     for arm, d in s["delta_vs_random"].items():
         assert d["mean"] == pytest.approx(fresh["delta_vs_random"][arm]["mean"])
         assert d["sd"] == pytest.approx(fresh["delta_vs_random"][arm]["sd"])
+        assert d["t_half_width"] == pytest.approx(fresh["delta_vs_random"][arm]["t_half_width"])
     # what the probe was for: lower learning rates keep random's seeds within a few points (sd 0.057 at 0.005)
     assert s["random_sd"] < 0.03
 
