@@ -11,7 +11,8 @@ only ``select.train`` / ``generate`` keys make sense as overrides::
         --out /tmp/probe/lr003 --summary reports/selection_probe/lr0.003_epochs6.json
 
 ~50 s per run on 2 cores. Prints and writes (``--summary``) each arm's avg accuracy per seed, the paired Δ of
-every other arm vs ``random`` per seed, its mean, sd and 95% t half-width, and ``random`` minus the untrained
+every other arm vs ``random`` per seed, its mean, sd, 95% t half-width and the part of the sd that evaluation
+sampling explains (``sampling_sd``, rdpt.selection.report.sampling_sd), and ``random`` minus the untrained
 student (``--untrained`` avg accuracy, e.g. reports/selection.json's ``untrained.avg``).
 """
 
@@ -24,9 +25,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
-from rdpt.selection.report import mean_ci
+from rdpt.selection.report import load_runs, mean_ci, sampling_sd
 
 
 def override(params: dict, dotted: str) -> None:
@@ -96,6 +98,10 @@ def main() -> None:
             acc[arm].append(float(np.mean(list(report["accuracy"].values()))))
             print(f"{arm} seed{seed}: avg {acc[arm][-1]:.4f} ({report['steps']} steps)", flush=True)
     summary = {"overrides": args.sets, "seeds": args.seeds, **summarise(acc, args.untrained)}
+    samples: list = []  # how much of the Δ spread evaluation sampling explains (needs k >= 2)
+    load_runs(out, args.arms, args.seeds, list(params["data"]["benchmarks"]), per_sample=samples)
+    for arm, d in summary.get("delta_vs_random", {}).items():
+        d["sampling_sd"] = sampling_sd(pd.concat(samples, ignore_index=True), arm)
     print(json.dumps(summary, indent=1))
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n")

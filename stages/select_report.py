@@ -3,7 +3,7 @@ ablation, the beta sensitivity and a figure.
 
     python stages/select_report.py --selections data/select/selections --runs data/select/runs \
         --candidates-report data/select/candidates.json --out reports/selection --metrics reports/selection.json \
-        --untrained data/graded.parquet
+        --untrained data/select/untrained/eval.jsonl
 """
 
 import click
@@ -20,7 +20,8 @@ from rdpt.selection.report import select_report
 @click.option("--candidates-report", required=True, help="JSON from `candidates`.")
 @click.option("--out", required=True, help="Folder: table1.md, ablation.md, beta.md, accuracy.csv/png.")
 @click.option("--metrics", "metrics_out", required=True, help="Metrics JSON (dvc metrics).")
-@click.option("--untrained", default=None, help="Graded responses (`evaluate`): the untrained student's row.")
+@click.option("--untrained", default=None, help="The untrained student's evaluation (`select_untrained`'s eval.jsonl): "
+              "Table 1's reference row.")
 @stage
 def main(params_path, selections, runs, candidates_report, out, metrics_out, untrained):
     select_report(load_params(params_path), selections, runs, candidates_report, out, metrics_out, untrained)

@@ -26,12 +26,15 @@ MICRO = {
     "distill": {"max_steps": 4, "batch_size": 8},
     "generate": {"num_samples": 2, "max_new_tokens": 48},
     "correlate": {"min_responses": 1},
-    # two arms that read different features, two seeds: 4 runs
-    # a mixed-temperature pool (one candidate at each temperature), the runs' own tiny training budget
+    # two arms that read different features, two seeds, teacher_count at a third (contrast): 5 runs
+    # a mixed-temperature pool (one candidate at each temperature), the runs' own tiny training budget, and an
+    # evaluation of its own (T 0.6, 3 samples per question) that the untrained reference shares
     "select": {"candidates": {"n_questions": 6, "num_samples": 2, "max_new_tokens": 48, "only_correct": False,
                               "temperatures": [0.7, 1.3]},
                "train": {"max_steps": 4, "batch_size": 8},
-               "arms": ["teacher_count", "rsr"], "seeds": [0, 1]},
+               "arms": ["teacher_count", "rsr"], "seeds": [0, 1],
+               "contrast": {"arms": ["teacher_count"], "seeds": [2]},
+               "eval": {"temperature": 0.6, "num_samples": 3}},
 }
 
 
@@ -154,17 +157,28 @@ def test_selection_experiment_fills_its_reports(micro_repo):
     ran = _ran(log)
     assert {"candidates", "select_score@teacher", "select_score@student", "select_data", "select_report"} <= ran
     assert {f"select_run@{arm}-{seed}" for arm in ("teacher_count", "rsr") for seed in (0, 1)} <= ran
+    assert {"select_run_contrast@teacher_count-2", "select_untrained"} <= ran
     metrics = json.loads((repo / "reports" / "selection.json").read_text())
     for bench in ("toy_easy", "toy_hard", "avg"):
-        for arm in ("teacher_count", "rsr"):
+        for arm, n_seeds in (("teacher_count", 3), ("rsr", 2)):
             cell = metrics["accuracy"][bench][arm]
-            assert 0.0 <= cell["mean"] <= 1.0 and cell["n_seeds"] == 2
+            assert 0.0 <= cell["mean"] <= 1.0 and cell["n_seeds"] == n_seeds
+    # every run and the untrained reference sampled select.eval's 3 responses per question at T 0.6
+    for run in [*(repo / "data" / "select" / "runs").glob("*/seed*"), repo / "data" / "select" / "untrained"]:
+        rows = [json.loads(line) for line in (run / "eval.jsonl").read_text().splitlines()]
+        per_question = {}
+        for r in rows:
+            per_question.setdefault((r["benchmark"], r["question_id"]), set()).add(r["sample_idx"])
+        assert set(map(len, per_question.values())) == {3}, run
+    assert sorted(p.name for p in (repo / "data" / "select" / "runs" / "teacher_count").iterdir()) == [
+        "seed0", "seed1", "seed2"]
     assert metrics["candidates"]["n_sampled"] == 12
     assert set(metrics["candidates"]["kept_by_temperature"]) == {"0.7", "1.3"}
     assert set(metrics["candidates"]["pool"]["by_temperature"]) <= {"0.7", "1.3"}
     assert set(metrics["untrained"]) == {"toy_easy", "toy_hard", "avg"}
     table = (repo / "reports" / "selection" / "table1.md").read_text()
     assert "`teacher_count`" in table and "`rsr`" in table and "toy_hard" in table
+    assert "| seeds |" in table  # uneven seed counts get a column
     assert (repo / "reports" / "selection" / "accuracy.png").stat().st_size > 1000
 
 

@@ -12,7 +12,7 @@ from rdpt import RdptError
 from rdpt.io.data import load_candidates
 from rdpt.params import CandidateDataset, parse_params
 from rdpt.provenance.rules import label_teacher_student
-from rdpt.selection.arms import parse_arm
+from rdpt.selection.arms import arm_seeds, parse_arm
 from rdpt.selection.report import accuracy_table, load_runs, mean_ci, table1_markdown
 from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
 from tests.conftest import write_selection_pool
@@ -169,10 +169,37 @@ def _params(select: dict):
     ({"candidates": {"top_p": 1.5}}, "select.candidates.top_p"),
     ({"beta": -0.1}, "select.beta"),
     ({"strategy": "x"}, "select.strategy: unknown key"),
+    ({"arms": ["random"], "contrast": {"arms": ["grape"], "seeds": [5]}}, "contrast.arms: 'grape' is not in"),
+    ({"contrast": {"arms": ["random"], "seeds": [1]}}, "none already in select.seeds"),
+    ({"contrast": {"arms": ["random"]}}, "give both arms and seeds"),
+    ({"contrast": {"arms": ["random"], "seeds": [4, 4]}}, "distinct"),
+    ({"contrast": {"n": 3}}, "select.contrast.n: unknown key"),
+    ({"eval": {"temperature": -1}}, "select.eval.temperature"),
+    ({"eval": {"num_samples": 0}}, "select.eval.num_samples"),
 ])
 def test_select_params_errors_name_the_key(select, message):
     with pytest.raises(RdptError, match=message):
         _params(select)
+
+
+def test_contrast_seeds_and_eval_overrides():
+    from rdpt.params import SamplingParams
+
+    params = _params({"arms": ["teacher_count", "random", "grape"], "seeds": [0, 1],
+                      "contrast": {"arms": ["teacher_count", "random"], "seeds": [4, 2]},
+                      "eval": {"temperature": 0.6, "num_samples": 8}})
+    assert arm_seeds(params.select, "random") == [0, 1, 4, 2] and arm_seeds(params.select, "grape") == [0, 1]
+    base = SamplingParams(num_samples=4, temperature=1.0, top_p=0.9, max_new_tokens=77)
+    got = params.select.eval.apply(base)
+    assert (got.temperature, got.num_samples, got.top_p, got.max_new_tokens) == (0.6, 8, 0.9, 77)
+    assert _params({}).select.eval.apply(base) is base  # all null: generate's sampling as it is
+    # greedy with k > 1 is caught when params load, where generate's k is known, naming the key to set
+    raw = {"models": {"teacher": {"path": "t"}, "student": {"path": "s"}}, "generate": {"num_samples": 4},
+           "data": {"train": {"path": "x"}, "benchmarks": {"b": {"path": "y"}}}, "select": {"eval": {"temperature": 0}}}
+    with pytest.raises(RdptError, match="select.eval: temperature 0 .* 'b' needs num_samples 1 .*would draw 4"):
+        parse_params(raw, "params.yaml")
+    raw["select"]["eval"]["num_samples"] = 1
+    assert parse_params(raw, "params.yaml").select.eval.num_samples == 1
 
 
 # ------------------------------------------------------------------------------- candidate datasets
@@ -234,6 +261,21 @@ def test_paired_delta_vs_random_and_table(tmp_path):
     assert "| `teacher_count` | 50.0 ± " in md and "+10.0 ± 0.0 |" in md
     with pytest.raises(RdptError, match="seed3/eval.jsonl: not found"):
         load_runs(tmp_path, ["random"], [3], ["x"])
+    # contrast seeds: teacher_count and random at a fourth seed, grape at two; each arm's row counts its own seeds
+    _write_runs(tmp_path, {("random", 3): {"x": 2, "y": 5}, ("teacher_count", 3): {"x": 5, "y": 6},
+                           ("grape", 0): {"x": 3, "y": 3}, ("grape", 1): {"x": 7, "y": 3}})
+    uneven = load_runs(tmp_path, ["teacher_count", "random", "grape"],
+                       {"teacher_count": [0, 1, 2, 3], "random": [0, 1, 2, 3], "grape": [0, 1]}, ["x", "y"])
+    t = accuracy_table(uneven).set_index(["arm", "benchmark"])
+    assert t.at[("teacher_count", "avg"), "n_seeds"] == 4 and t.at[("grape", "avg"), "n_seeds"] == 2
+    # paired on grape's seeds only: x deltas 0.0 and +0.2, y deltas -0.2 and -0.2
+    assert t.at[("grape", "x"), "delta"] == pytest.approx(0.1)
+    assert t.at[("grape", "avg"), "delta"] == pytest.approx(-0.05)
+    # teacher_count's seed 3 pairs with random's seed 3 (x: +0.3): the spread is no longer 0
+    assert t.at[("teacher_count", "x"), "delta"] == pytest.approx((0.1 * 3 + 0.3) / 4)
+    md = table1_markdown(accuracy_table(uneven), ["teacher_count", "random", "grape"], ["x", "y"])
+    assert "over its seeds (column `seeds`)" in md and md.splitlines()[2].endswith("| seeds |")
+    assert [line.rsplit("|", 2)[1].strip() for line in md.splitlines()[4:7]] == ["4", "4", "2"]
     with pytest.raises(RdptError, match="no response for benchmark 'z'"):
         load_runs(tmp_path, ["random"], [0], ["x", "z"])
 

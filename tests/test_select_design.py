@@ -108,3 +108,55 @@ def test_pooled_bootstrap_interval_covers_the_true_shift_and_power_follows(tmp_p
     assert "| untrained student | 10.0 | 20.0 | 15.0 |" in md
     assert "`random` beats the untrained student by" in md and "80% power" in md
     assert f"[{tc['lo'] * 100:+.1f}, {tc['hi'] * 100:+.1f}]" in md
+
+
+def test_power_pools_the_spread_by_degrees_of_freedom():
+    table = pd.DataFrame({"arm": ["teacher_count"], "benchmark": ["avg"]})
+    tc, gr = [0.05, 0.07, 0.09, 0.11, 0.13, 0.15], [0.0, 0.04]  # contrast arm at 6 seeds, a baseline at 2
+    table.attrs["paired_avg"] = {"teacher_count": tc, "grape": gr}
+    info = power(table, {})
+    pooled = (np.var(tc, ddof=1) * 5 + np.var(gr, ddof=1) * 1) / 6
+    assert info["sd_seed"] == pytest.approx(np.sqrt(pooled)) and info["n_seeds"] == 6
+
+
+def test_untrained_row_reads_the_untrained_run(tmp_path):
+    from rdpt import RdptError
+    from rdpt.selection.report import untrained_accuracy
+
+    rows = [{"benchmark": b, "question_id": f"q{i}", "sample_idx": k, "correct": (i + k) % 4 == 0,
+             "finish_reason": "stop"} for b in ("x", "y") for i in range(8) for k in range(2)]
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = untrained_accuracy(path, ["x", "y"])
+    assert got == {"x": 0.25, "y": 0.25, "avg": 0.25}
+    with pytest.raises(RdptError, match="no response for benchmark 'z'.*select_untrained"):
+        untrained_accuracy(path, ["x", "z"])
+
+
+def test_sampling_sd_matches_the_analytic_sampling_noise_of_coupled_runs():
+    """Two fixed 'models' (per-question success probabilities), sampled with shared uniforms per (seed, question,
+    sample) as a run seed couples them: the estimate matches the exact sampling sd of the paired Δ avg."""
+    from rdpt.selection.report import sampling_sd
+
+    rng = np.random.default_rng(3)
+    n_q, k, seeds = 100, 8, range(12)
+    p = {"random": rng.uniform(0.1, 0.9, (2, n_q))}
+    p["teacher_count"] = np.clip(p["random"] + rng.normal(0.1, 0.2, (2, n_q)), 0.02, 0.98)
+    rows = []
+    for s in seeds:
+        u = rng.random((2, n_q, k))
+        for arm, pa in p.items():
+            for j, b in enumerate(("x", "y")):
+                for i in range(n_q):
+                    rows += [{"arm": arm, "seed": s, "benchmark": b, "question_id": f"q{i}", "sample_idx": m,
+                              "correct": float(u[j, i, m] < pa[j, i])} for m in range(k)]
+    pa, pr = p["teacher_count"], p["random"]
+    var_q = (pa * (1 - pa) + pr * (1 - pr) - 2 * (np.minimum(pa, pr) - pa * pr)) / k
+    exact = np.sqrt(var_q.sum(axis=1).sum() / n_q**2 / 4)  # each benchmark /Q^2, the avg of 2 /4
+    got = sampling_sd(pd.DataFrame(rows), "teacher_count")
+    assert got == pytest.approx(exact, rel=0.08)
+    # the coupling matters: independent sampling would be noisier than the estimate says
+    independent = np.sqrt(((pa * (1 - pa) + pr * (1 - pr)) / k).sum() / n_q**2 / 4)
+    assert got < 0.9 * independent
+    one = pd.DataFrame(rows).query("sample_idx == 0")
+    assert np.isnan(sampling_sd(one, "teacher_count"))  # k = 1: no within-question variance to read

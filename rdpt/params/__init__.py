@@ -92,6 +92,18 @@ class Params(Section):
                 raise ValueError(f"models.{role}.path is required")
         return self
 
+    @model_validator(mode="after")
+    def _greedy_select_eval(self) -> "Params":
+        # checked here, where generate's k and the benchmarks' own are known: at run time it would be a traceback
+        ev = self.select.eval
+        temperature = self.generate.temperature if ev.temperature is None else ev.temperature
+        for name, spec in self.data.benchmarks.items():
+            k = ev.num_samples or getattr(spec, "num_samples", None) or self.generate.num_samples
+            if temperature == 0 and k != 1:
+                raise ValueError(f"select.eval: temperature 0 is greedy decoding, so benchmark {name!r} needs "
+                                 f"num_samples 1 (it would draw {k}): set select.eval.num_samples: 1")
+        return self
+
 
 def _loc(loc: tuple) -> str:
     """``a.b.c``; a key that is not a plain word (empty, spaces, a newline) is quoted, so the line stays one line."""

@@ -254,6 +254,29 @@ class CandidatesParams(SamplingParams):
                 for t in self.temperatures]
 
 
+class SelectEvalParams(Section):
+    """How the selection runs' students (and `select_untrained`'s untrained one) are evaluated; null = the
+    `generate` stage's value (and a benchmark's own ``num_samples``)."""
+
+    temperature: float | None = Field(None, ge=0, description=(
+        "Sampling temperature of the evaluation (0 = greedy, with num_samples 1)."))
+    top_p: float | None = Field(None, gt=0, le=1)
+    num_samples: int | None = Field(None, ge=1, description="Responses per benchmark question (k of avg@k).")
+
+    def apply(self, sampling: SamplingParams) -> SamplingParams:
+        """``sampling`` (one benchmark's, from `generate`) with this section's non-null values (a greedy
+        temperature with k > 1 is refused when the params load: ``Params._greedy_select_eval``)."""
+        update = {k: v for k, v in self.model_dump().items() if v is not None}
+        return sampling.model_copy(update=update) if update else sampling
+
+
+class SelectContrastParams(Section):
+    """More seeds for a few arms (the primary contrast), on top of ``select.seeds`` for every arm."""
+
+    arms: list[str] = Field(default_factory=list, description="Arms also run at ``seeds`` (a subset of select.arms).")
+    seeds: list[int] = Field(default_factory=list, description="Extra seeds, none of them in select.seeds.")
+
+
 class SelectParams(Section):
     """Teacher-guided data selection: one candidate per question per arm, a student fine-tuned per arm x seed."""
 
@@ -266,6 +289,10 @@ class SelectParams(Section):
                                  "rsr"],
         description="Strategies to train on; '<strategy>_beta<b>' runs a beta-dependent one at beta b.")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="One fine-tuning per arm and seed.")
+    contrast: SelectContrastParams = Field(SelectContrastParams(), description=(
+        "Extra seeds for some arms: Table 1's primary Δ (teacher_count vs random) gets a tighter interval without "
+        "running every baseline that often."))
+    eval: SelectEvalParams = Field(SelectEvalParams(), description="The runs' evaluation sampling (null = generate's).")
     keep_models: bool = Field(False, description="Keep each fine-tuned student in its run folder.")
     aggregate: ScoreAggregate = Field("mean", description=(
         "Sentence log-prob behind p for the Teacher/Student labels of every arm (as classify.aggregate)."))
@@ -289,6 +316,20 @@ class SelectParams(Section):
         if not value or len(set(value)) != len(value) or min(value) < 0 or max(value) >= 2**32:
             raise ValueError("give one or more distinct seeds, 0 <= seed < 2**32")
         return value
+
+    @model_validator(mode="after")
+    def _contrast(self):
+        c = self.contrast
+        if bool(c.arms) != bool(c.seeds):
+            raise ValueError("contrast: give both arms and seeds, or neither")
+        unknown = [a for a in c.arms if a not in self.arms]
+        if unknown:
+            raise ValueError(f"contrast.arms: {unknown[0]!r} is not in select.arms")
+        if len(set(c.arms)) != len(c.arms) or len(set(c.seeds)) != len(c.seeds):
+            raise ValueError("contrast: arms and seeds must be distinct")
+        if c.seeds and (min(c.seeds) < 0 or max(c.seeds) >= 2**32 or set(c.seeds) & set(self.seeds)):
+            raise ValueError("contrast.seeds: 0 <= seed < 2**32, and none already in select.seeds")
+        return self
 
 
 _CANDIDATE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")

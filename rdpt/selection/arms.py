@@ -43,3 +43,9 @@ def parse_arm(arm: str) -> tuple[str, float | None]:
     if not 0 <= value <= 1:
         raise ValueError(f"arm {arm!r}: beta must be in [0, 1]")
     return strategy, value
+
+
+def arm_seeds(select, arm: str) -> list[int]:
+    """The seeds ``arm`` runs at: ``select.seeds``, then ``select.contrast.seeds`` for a contrast arm. (A function,
+    not a params method, so that the params trace records the keys it reads rather than all of ``select``.)"""
+    return list(select.seeds) + (list(select.contrast.seeds) if arm in select.contrast.arms else [])

@@ -29,7 +29,7 @@ from rdpt.analysis.figures import save_figure
 from rdpt.analysis.pass_at_k import summary as eval_summary
 from rdpt.io.artifacts import atomic_dir, read_json, write_json
 from rdpt.params import Params
-from rdpt.selection.arms import parse_arm
+from rdpt.selection.arms import arm_seeds, parse_arm
 
 AVG = "avg"
 BASELINE = "random"
@@ -48,24 +48,20 @@ def mean_ci(values) -> dict[str, float]:
     return {"mean": mean, "ci95": half, "n": n}
 
 
-def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmarks: list[str],
-              per_question: list | None = None) -> pd.DataFrame:
+def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int] | dict[str, list[int]], benchmarks: list[str],
+              per_question: list | None = None, per_sample: list | None = None) -> pd.DataFrame:
     """Every run's evaluation: columns arm, seed, benchmark (incl. "avg"), accuracy (avg@k), k, pass_at_k (at
     that k), truncation_rate, n_responses. The "avg" row averages the benchmarks (k = 0 when their k differ).
-    ``per_question``, when given, receives one frame per run: arm, seed, benchmark, question_id, accuracy."""
+    ``seeds``: one list for every arm, or arm -> its seeds (``select.contrast`` runs some arms at more seeds).
+    ``per_question``, when given, receives one frame per run: arm, seed, benchmark, question_id, accuracy;
+    ``per_sample`` one per run: arm, seed, benchmark, question_id, sample_idx, correct (for :func:`sampling_sd`)."""
     rows = []
     for arm in arms:
-        for seed in seeds:
-            path = Path(runs_dir) / arm / f"seed{seed}" / "eval.jsonl"
-            if not path.exists():
-                raise RdptError(f"{path}: not found (run the selection runs: dvc repro select_run)")
-            df = pd.read_json(path, lines=True, dtype=False)
-            for column in ("benchmark", "question_id", "correct", "finish_reason"):
-                if column not in df.columns:
-                    raise RdptError(f"{path}: missing column {column!r} (rerun select_run)")
-            missing = sorted(set(benchmarks) - set(df["benchmark"]))
-            if missing:
-                raise RdptError(f"{path}: no response for benchmark {missing[0]!r} (rerun select_run)")
+        for seed in (seeds[arm] if isinstance(seeds, dict) else seeds):
+            df = _read_eval(Path(runs_dir) / arm / f"seed{seed}" / "eval.jsonl", benchmarks, "dvc repro select_run")
+            if per_sample is not None and "sample_idx" in df.columns:
+                per_sample.append(df[["benchmark", "question_id", "sample_idx", "correct"]]
+                                  .astype({"question_id": str, "correct": float}).assign(arm=arm, seed=seed))
             if per_question is not None:
                 acc = df.astype({"question_id": str}).groupby(["benchmark", "question_id"])["correct"].mean()
                 per_question.append(acc.rename("accuracy").reset_index().assign(arm=arm, seed=seed))
@@ -84,6 +80,20 @@ def load_runs(runs_dir: str | Path, arms: list[str], seeds: list[int], benchmark
                                   "k": ks.pop() if len(ks) == 1 else 0,
                                   "n_responses": sum(r["n_responses"] for r in per_bench)}]
     return pd.DataFrame(rows)
+
+
+def _read_eval(path: Path, benchmarks: list[str], rerun: str) -> pd.DataFrame:
+    """One run's graded responses, checked: the columns the report reads and every benchmark present."""
+    if not path.exists():
+        raise RdptError(f"{path}: not found (run the selection runs: {rerun})")
+    df = pd.read_json(path, lines=True, dtype=False)
+    for column in ("benchmark", "question_id", "correct", "finish_reason"):
+        if column not in df.columns:
+            raise RdptError(f"{path}: missing column {column!r} ({rerun})")
+    missing = sorted(set(benchmarks) - set(df["benchmark"]))
+    if missing:
+        raise RdptError(f"{path}: no response for benchmark {missing[0]!r} ({rerun})")
+    return df
 
 
 def accuracy_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -155,27 +165,62 @@ def pooled_delta(questions: pd.DataFrame, arm: str, n_boot: int = 2000, seed: in
     return out
 
 
-def power(table: pd.DataFrame, pooled: dict[str, dict], target: float = 0.02) -> dict:
+def sampling_sd(samples: pd.DataFrame, arm: str) -> float:
+    """The part of one seed's paired Δ avg (arm − random) that evaluation sampling alone explains, as an sd.
+
+    Given the two trained models, each benchmark's Δ is a mean over questions of a mean over k samples, so its
+    sampling variance is ``sum_q (s2_arm + s2_random - 2 cov) / k_q / Q^2`` with the within-question (co)variances
+    of the k outcomes; ``cov`` pairs sample j of both arms, which share the run seed's random numbers. The avg over
+    B benchmarks divides the sum by B^2; the result is averaged over the seeds both arms ran. Needs k >= 2 (NaN
+    otherwise). What is left of the per-seed spread is training noise: more samples or questions do not shrink it.
+    ``samples``: arm, seed, benchmark, question_id, sample_idx, correct (one row per response)."""
+    both = samples[samples["arm"].isin([arm, BASELINE])]
+    wide = both.pivot_table(index=["seed", "benchmark", "question_id", "sample_idx"], columns="arm",
+                            values="correct").dropna()
+    if arm == BASELINE or wide.empty:
+        return float("nan")
+    a, b = wide[arm], wide[BASELINE]
+    keys = ["seed", "benchmark", "question_id"]
+    g = pd.DataFrame({"a": a, "b": b, "ab": a * b}).groupby(level=keys)
+    k = g.size()
+    if k.min() < 2:
+        return float("nan")
+    var_a, var_b = g["a"].var(ddof=1), g["b"].var(ddof=1)
+    cov = (g["ab"].sum() - k * g["a"].mean() * g["b"].mean()) / (k - 1)
+    per_q = (var_a + var_b - 2 * cov) / k  # the variance of this question's Δ of means
+    per_bench = per_q.groupby(level=["seed", "benchmark"]).agg(lambda v: v.sum() / len(v) ** 2)
+    per_seed = per_bench.groupby(level="seed").agg(lambda v: v.sum() / len(v) ** 2)
+    return float(np.sqrt(max(per_seed.mean(), 0.0)))
+
+
+def power(table: pd.DataFrame, pooled: dict[str, dict], target: float = 0.02, sampling: dict | None = None) -> dict:
     """How precise the paired Δ avg vs random is, and what it would take to reach ``target`` (half-width).
 
     ``sd_seed``: the spread over seeds of one arm's per-seed paired Δ avg, pooled over arms (it holds training and
     evaluation noise). From it: the t-interval half-width at this many seeds, the seeds a t-interval needs for
     ``target``, and the smallest true Δ detected with 80% power (two-sided 5% t-test over seeds). ``pooled_*``: the
-    same from the two-stage bootstrap's standard error (``1.96 se`` and ``2.8 se``).
+    same from the two-stage bootstrap's standard error (``1.96 se`` and ``2.8 se``). ``sampling`` (arm -> its
+    :func:`sampling_sd`) splits ``sd_seed`` into ``sampling_sd`` (pooled over arms) and ``training_sd``.
     """
     per_seed = table.attrs.get("paired_avg", {})
-    sds = [np.std(v, ddof=1) for v in per_seed.values() if len(v) > 1]
+    dfs = [len(v) - 1 for v in per_seed.values() if len(v) > 1]
     n = max((len(v) for v in per_seed.values()), default=0)
-    if not sds or n < 2:
+    if not dfs or n < 2:
         return {}
-    sd = float(np.sqrt(np.mean(np.square(sds))))
+    # pooled variance, each arm weighted by its degrees of freedom (contrast arms have more seeds)
+    sd = float(np.sqrt(sum(np.var(v, ddof=1) * (len(v) - 1) for v in per_seed.values() if len(v) > 1) / sum(dfs)))
     need = next((k for k in range(2, 1000) if stats.t.ppf(0.975, k - 1) * sd / np.sqrt(k) <= target), None)
     mde = (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * sd / np.sqrt(n)
     ses = [p[AVG]["se"] for p in pooled.values() if AVG in p]
     se = float(np.mean(ses)) if ses else float("nan")
-    return {"n_seeds": n, "sd_seed": sd, "t_half_width": float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)),
-            "seeds_for_target": need, "mde_80": float(mde), "target_half_width": target,
-            "pooled_se": se, "pooled_half_width": 1.96 * se, "pooled_mde_80": 2.8 * se}
+    out = {"n_seeds": n, "sd_seed": sd, "t_half_width": float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)),
+           "seeds_for_target": need, "mde_80": float(mde), "target_half_width": target,
+           "pooled_se": se, "pooled_half_width": 1.96 * se, "pooled_mde_80": 2.8 * se}
+    parts = [v for v in (sampling or {}).values() if np.isfinite(v)]
+    if parts:
+        samp = float(np.sqrt(np.mean(np.square(parts))))
+        out |= {"sampling_sd": samp, "training_sd": float(np.sqrt(max(sd**2 - samp**2, 0.0)))}
+    return out
 
 
 def metrics(table: pd.DataFrame, summary: dict, candidates: dict, extra: dict | None = None) -> dict:
@@ -227,11 +272,13 @@ def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str],
     """The paper's Table 1 shape: strategy x benchmark accuracy (%), average, paired delta vs random (t-interval
     over seeds, and the seeds x questions bootstrap interval), the untrained student as a reference row."""
     t = table.set_index(["arm", "benchmark"])
-    n = int(t["n_seeds"].max())
+    counts = {int(t.at[(arm, AVG), "n_seeds"]) for arm in arms}
+    uneven = len(counts) > 1
     pooled = "pooled_ci95" in t.columns
-    head = ["strategy", *benchmarks, "avg", "Δ avg vs random (t, seeds)"] + (["Δ avg 95% CI (bootstrap)"] if pooled
-                                                                             else [])
-    lines = [f"Accuracy (%) of the student fine-tuned on each selection: mean ± 95% t-interval over {n} seeds; "
+    head = (["strategy", *benchmarks, "avg", "Δ avg vs random (t, seeds)"]
+            + (["Δ avg 95% CI (bootstrap)"] if pooled else []) + (["seeds"] if uneven else []))
+    over = "its seeds (column `seeds`)" if uneven else f"{counts.pop()} seeds"
+    lines = [f"Accuracy (%) of the student fine-tuned on each selection: mean ± 95% t-interval over {over}; "
              "Δ = paired difference to `random` (same seed), with its t-interval over seeds and a two-stage "
              "(seeds, then questions) bootstrap interval.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
@@ -241,6 +288,8 @@ def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str],
         if pooled:
             lo, hi = t.at[(arm, AVG), "pooled_lo"], t.at[(arm, AVG), "pooled_hi"]
             cells.append("–" if not np.isfinite(lo) else f"[{lo * 100:+.1f}, {hi * 100:+.1f}]")
+        if uneven:
+            cells.append(str(int(t.at[(arm, AVG), "n_seeds"])))
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     if untrained:
         cells = [f"{untrained[b] * 100:.1f}" for b in [*benchmarks, AVG]] + ["–"] * (len(head) - len(benchmarks) - 2)
@@ -248,7 +297,7 @@ def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str],
         if BASELINE in arms:
             gain = t.at[(BASELINE, AVG), "mean"] - untrained[AVG]
             lines += ["", f"`random` beats the untrained student by {gain * 100:+.1f} points avg (the untrained row is "
-                      "the `generate` stage's student responses: same benchmarks, samples and grading)."]
+                      "the original student under the same evaluation: benchmarks, sampling and grading)."]
     if power_info:
         p = power_info
         need = p["seeds_for_target"]
@@ -258,6 +307,10 @@ def table1_markdown(table: pd.DataFrame, arms: list[str], benchmarks: list[str],
                   f"{p['target_half_width'] * 100:.0f} needs {need if need else '> 1000'} seeds; smallest Δ detected "
                   f"with 80% power: {p['mde_80'] * 100:.1f} points (t over seeds), {p['pooled_mde_80'] * 100:.1f} "
                   "(bootstrap SE)."]
+        if "sampling_sd" in p:
+            lines[-1] += (f" Of that spread, evaluation sampling explains sd {p['sampling_sd'] * 100:.2f} (the k "
+                          f"samples' within-question variance) and training sd {p['training_sd'] * 100:.2f}: more "
+                          "samples per question shrink only the first.")
     if "pass_at_k" in t.columns:
         lines += ["", _protocol_markdown(t, arms, benchmarks)]
     return "\n".join(lines) + "\n"
@@ -341,16 +394,11 @@ def plot_accuracy(table: pd.DataFrame, path: str | Path) -> None:
     save_figure(fig, path)
 
 
-def untrained_accuracy(graded_path: str | Path, role: str, benchmarks: list[str]) -> dict[str, float]:
-    """The original student's avg@k per benchmark (and "avg") from the graded `generate` responses."""
-    from rdpt.io.artifacts import read_table
-
-    graded = read_table(graded_path, "graded")
-    mine = graded[graded["model"] == role]
-    missing = [b for b in benchmarks if b not in set(mine["benchmark"])]
-    if missing:
-        raise RdptError(f"{graded_path}: no graded {role} response for benchmark {missing[0]!r}")
-    acc = {b: float(mine[mine["benchmark"] == b]["correct"].mean()) for b in benchmarks}
+def untrained_accuracy(eval_path: str | Path, benchmarks: list[str]) -> dict[str, float]:
+    """The original student's avg@k per benchmark (and "avg") from its own evaluation run (``select_run`` without
+    a selection: the same benchmarks, ``select.eval`` sampling and grading as every arm)."""
+    df = _read_eval(Path(eval_path), benchmarks, "dvc repro select_untrained")
+    acc = {b: eval_summary(df[df["benchmark"] == b].astype({"question_id": str}))["avg_at_k"] for b in benchmarks}
     return acc | {AVG: float(np.mean(list(acc.values())))}
 
 
@@ -361,18 +409,23 @@ def select_report(params: Params, selections_dir: str, runs_dir: str, candidates
 
         python stages/select_report.py --selections data/select/selections --runs data/select/runs \
             --candidates-report data/select/candidates.json --out reports/selection --metrics reports/selection.json \
-            --untrained data/graded.parquet
+            --untrained data/select/untrained/eval.jsonl
     """
     summary = read_json(Path(selections_dir) / "summary.json")
     benchmarks = list(params.data.benchmarks)
     frames: list[pd.DataFrame] = []
-    runs = load_runs(runs_dir, params.select.arms, params.select.seeds, benchmarks, per_question=frames)
+    samples: list[pd.DataFrame] = []
+    arms = params.select.arms
+    runs = load_runs(runs_dir, arms, {a: arm_seeds(params.select, a) for a in arms}, benchmarks, per_question=frames,
+                     per_sample=samples)
     table = accuracy_table(runs)
     questions = pd.concat(frames, ignore_index=True)
     pooled = {arm: pooled_delta(questions, arm) for arm in params.select.arms if BASELINE in params.select.arms}
     table = add_pooled(table, pooled)
-    power_info = power(table, pooled)
-    untrained = untrained_accuracy(untrained_path, "student", benchmarks) if untrained_path else None
+    sampling = ({a: sampling_sd(pd.concat(samples, ignore_index=True), a) for a in arms if a != BASELINE}
+                if samples and BASELINE in arms else {})
+    power_info = power(table, pooled, sampling=sampling)
+    untrained = untrained_accuracy(untrained_path, benchmarks) if untrained_path else None
     extra = {"power": power_info} | ({"untrained": untrained} if untrained else {})
     if untrained and BASELINE in params.select.arms:
         extra["random_minus_untrained"] = float(table.set_index(["arm", "benchmark"]).at[(BASELINE, AVG), "mean"]

@@ -16,7 +16,7 @@ import pandas as pd
 from rdpt.io.artifacts import SCHEMAS, atomic_dir, read_table, write_json, write_jsonl, write_table
 from rdpt.params import Params
 from rdpt.provenance.rules import join_scores
-from rdpt.selection.arms import parse_arm
+from rdpt.selection.arms import arm_seeds, parse_arm
 from rdpt.selection.chat import write_chat
 from rdpt.selection.strategies import FEATURES, STRATEGIES, candidate_features, select, selection_stats
 
@@ -62,7 +62,7 @@ def select_data(params: Params, candidates_path: str, sentences_path: str, score
             strategy, arm_beta = parse_arm(arm)
             beta = params.select.beta if arm_beta is None else arm_beta
             per_seed = []
-            for seed in params.select.seeds:
+            for seed in arm_seeds(params.select, arm):
                 chosen = select(features(beta), strategy, seed)
                 ids = chosen["response_id"]
                 rows = rows_of.loc[ids].reset_index(drop=True)
