@@ -117,10 +117,13 @@ def test_the_committed_selection_experiment_teaches_and_its_pool_differs():
 
 def test_the_committed_primary_contrast_excludes_zero_and_training_noise_dominates():
     """The committed Table 1 (reports/selection.json): `teacher_count` and `random` ran at select.contrast's extra
-    seeds, and the paired Δ's t-interval over them lies above 0; of the per-seed spread, evaluation sampling is the
-    smaller part (docs/selection.md "Precision")."""
+    seeds, and the paired Δ's t-interval over them lies above 0 and within ±2 points (issue 15's (c)); of the
+    per-seed spread, evaluation sampling is the smaller part (docs/selection.md "Precision")."""
     sel = json.loads((ROOT / "reports" / "selection.json").read_text())
     tc = sel["accuracy"]["avg"]["teacher_count"]
     assert tc["n_seeds"] > sel["accuracy"]["avg"]["grape"]["n_seeds"] >= 3
     assert tc["delta_vs_random"] - tc["delta_ci95"] > 0 and tc["delta_pooled_lo"] > 0
     assert sel["power"]["sampling_sd"] < sel["power"]["training_sd"]
+    # issue 15 (c): the paired Δ's 95% t-interval over the pair's seeds is within ±2 points
+    assert tc["delta_ci95"] <= 0.02
+    assert tc["n_seeds"] >= sel["power"]["seeds_for_target"]
